@@ -1,15 +1,96 @@
-//! placeholder while the core is written
-use sqlx::{Acquire, Postgres};
+//! # pgq-core
+//!
+//! The foundation of PgQ for Rust: validated names, typed ids and rows, one error type, and every
+//! pgq 3.x SQL function as a typed async function that runs on whatever executor you give it — a
+//! pool, a connection, or your own transaction — so events commit with your data.
+//!
+//! ```no_run
+//! use pgq_core::{ConsumerName, NewEvent, QueueName};
+//! use futures_util::TryStreamExt;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+//! pgq_core::install(&pool).await?;                     // pgq extension + our schema
+//! let queue = QueueName::new("orders")?;
+//! let consumer = ConsumerName::new("billing")?;
+//! pgq_core::create_queue(&pool, &queue).await?;
+//! pgq_core::register_consumer(&pool, &queue, &consumer).await?;
+//!
+//! // Produce inside the application's transaction.
+//! let mut tx = pool.begin().await?;
+//! pgq_core::insert_events(&mut *tx, &queue, &[NewEvent::new("order.created", r#"{"id":1}"#)]).await?;
+//! tx.commit().await?;
+//!
+//! // A ticker (pgq-ticker or pgqd) closes batches; here we tick by hand.
+//! pgq_core::tick_now(&mut *pool.acquire().await?, &queue).await?;
+//!
+//! // Consume: stream the batch with bounded memory, then finish it.
+//! let mut conn = pool.acquire().await?;
+//! if let Some(batch) = pgq_core::next_batch_info(&mut *conn, &queue, &consumer).await? {
+//!     let mut events =
+//!         pgq_core::stream_batch_events(&mut conn, batch.batch_id, &Default::default()).await?;
+//!     while let Some(ev) = events.try_next().await? {
+//!         println!("{} {:?}", ev.ev_id, ev.ev_data);
+//!     }
+//!     drop(events);
+//!     pgq_core::finish_batch(&mut *conn, batch.batch_id).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Roles
+//! Each function's documentation names the pgq role it needs: `pgq_reader` (consume),
+//! `pgq_writer` (produce), `pgq_admin` (tick, maintain, manage queues, COPY, raw inserts). A missing
+//! privilege is [`ErrorKind::PermissionDenied`] naming that role.
+//!
+//! ## Errors
+//! pgq raises exceptions with free-form messages; they are classified into [`ErrorKind`]s, with
+//! the database error kept as the `source`.
 
-/// Install or upgrade the schema.
-pub async fn install<'a, A>(conn: A) -> Result<(), sqlx::Error>
-where
-    A: Acquire<'a, Database = Postgres>,
-{
-    let mut conn = conn.acquire().await?;
-    let mut m = sqlx::migrate!("../../migrations");
-    m.dangerous_set_table_name("pgq_rs._sqlx_migrations");
-    m.create_schema("pgq_rs");
-    m.run(&mut *conn).await?;
-    Ok(())
-}
+#![forbid(unsafe_code)]
+
+mod consume;
+mod error;
+mod ident;
+mod install;
+mod maint;
+pub mod name;
+mod produce;
+mod queue;
+mod types;
+
+pub use consume::{
+    BatchTuning, EventFilter, batch_event_sql, batch_owner, batch_retry, event_retry,
+    event_retry_at, event_retry_raw, finish_batch, get_batch_cursor, get_batch_events,
+    get_batch_info, get_consumer_info, get_consumer_info_all, get_consumer_info_queue, next_batch,
+    next_batch_custom, next_batch_info, register_consumer, register_consumer_at,
+    stream_batch_events, unregister_consumer,
+};
+pub use error::{Error, ErrorKind, PgqRole, Result};
+pub use ident::{quote_fqname, quote_ident, quote_literal};
+pub use install::{
+    CheckReport, InstallReport, OUR_SCHEMA, QueueTickAge, SUPPORTED_PGQ, check,
+    embedded_migrations, install,
+};
+pub use maint::{
+    force_tick, maint_operations, maint_retry_events, maint_retry_events_all,
+    maint_rotate_tables_step1, maint_rotate_tables_step2, maint_tables_to_vacuum,
+    run_maint_operation, tick_now, ticker, ticker_external, ticker_queue, vacuum_table, version,
+};
+pub use name::{ConsumerName, QueueName};
+pub use produce::{
+    MAX_FIELD_BYTES, RawEvent, check_text, copy_events, insert_event, insert_event_ext,
+    insert_event_raw, insert_events,
+};
+pub use queue::{
+    create_queue, current_event_table, drop_queue, get_queue_config, get_queue_info,
+    get_queue_info_all, pause_queue, queue_exists, resume_queue, set_insert_disabled,
+    set_queue_config,
+};
+pub use types::{
+    BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, MaintOperation, NewEvent,
+    QueueConfig, QueueInfo, StoredQueueConfig, TickId, duration_to_interval, interval_to_duration,
+};
+
+/// Re-export of the `sqlx` this crate is built on, so callers use the same version.
+pub use sqlx;

@@ -1,0 +1,208 @@
+//! Schema install (`install`) and health check (`check`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Acquire, PgConnection, Postgres};
+
+use crate::error::{Error, Op, Result, ResultExt};
+use crate::types::opt_interval;
+
+/// The schema holding this project's own objects, including the migration bookkeeping table
+/// (nothing is created in the user's `public` schema).
+pub const OUR_SCHEMA: &str = "pgq_rs";
+
+/// pgq versions this library supports (3.x; tested with 3.5).
+pub const SUPPORTED_PGQ: &str = "3.x";
+
+const INSTALL: Op = Op::admin("install");
+const CHECK: Op = Op::public("check");
+
+/// What [`install`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstallReport {
+    /// The pgq version now installed.
+    pub pgq_version: String,
+    /// The newest applied migration of our schema.
+    pub schema_version: i64,
+    /// Migrations applied by this call (empty when everything was already installed).
+    pub applied: Vec<i64>,
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("../../migrations");
+    m.dangerous_set_table_name(format!("{OUR_SCHEMA}._sqlx_migrations"));
+    m.create_schema(OUR_SCHEMA);
+    m
+}
+
+/// Versions of every migration embedded in this build.
+pub fn embedded_migrations() -> Vec<i64> {
+    migrator().iter().map(|m| m.version).collect()
+}
+
+/// Install or upgrade the schema: the pgq extension and this project's migrations.
+///
+/// Idempotent and safe to re-run (concurrent runs are serialised by an advisory lock). Needs a
+/// role that can `CREATE EXTENSION pgq` (a superuser) the first time. When the server lacks the
+/// pgq package, the error names the package to install.
+pub async fn install<'a, A>(conn: A) -> Result<InstallReport>
+where
+    A: Acquire<'a, Database = Postgres>,
+{
+    let mut conn = conn.acquire().await.op(INSTALL)?;
+    let avail = sqlx::query!(
+        r#"select
+             (select default_version from pg_available_extensions where name = 'pgq') as available,
+             (select extversion from pg_extension where extname = 'pgq') as installed,
+             current_setting('server_version_num')::int / 10000 as "major!""#
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(INSTALL)?;
+    if avail.installed.is_none() && avail.available.is_none() {
+        let pkg = format!("postgresql-{}-pgq3", avail.major);
+        return Err(Error::PgqNotInstalled {
+            message: format!(
+                "the PostgreSQL server has no pgq extension: install the {pkg} package on the \
+                 database server (Debian/Ubuntu: `apt-get install {pkg}`), then run install again"
+            ),
+            source: None,
+        });
+    }
+    if let Some(v) = avail.installed.as_deref() {
+        check_version(v)?;
+    }
+    let before = applied_versions(&mut conn).await?;
+    migrator()
+        .run(&mut *conn)
+        .await
+        .map_err(|source| Error::Migrate { source })?;
+    let after = applied_versions(&mut conn).await?;
+    let pgq_version = crate::maint::version(&mut *conn).await?;
+    check_version(&pgq_version)?;
+    Ok(InstallReport {
+        pgq_version,
+        schema_version: after.iter().copied().max().unwrap_or(0),
+        applied: after.into_iter().filter(|v| !before.contains(v)).collect(),
+    })
+}
+
+fn check_version(v: &str) -> Result<()> {
+    if v.starts_with("3.") {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedVersion {
+            found: v.to_owned(),
+            needed: SUPPORTED_PGQ,
+        })
+    }
+}
+
+async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>> {
+    let exists =
+        sqlx::query_scalar!(r#"select to_regclass('pgq_rs._sqlx_migrations') is not null as "e!""#)
+            .fetch_one(&mut *conn)
+            .await
+            .op(CHECK)?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar!(
+        r#"select version from pgq_rs._sqlx_migrations where success order by version"#
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .op(CHECK)
+}
+
+/// The newest tick of one queue, for telling whether a ticker is alive.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueTickAge {
+    /// Queue name.
+    pub queue_name: String,
+    /// Time of the newest tick (`None`: the queue has no tick).
+    pub last_tick_time: Option<DateTime<Utc>>,
+    /// Age of the newest tick.
+    pub age: Option<Duration>,
+    /// The queue's idle period: a live ticker ticks at least this often.
+    pub idle_period: Duration,
+    /// Ticking is paused or external for this queue (its age says nothing about the ticker).
+    pub not_ticked_here: bool,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    /// Installed pgq version (`None`: pgq is not installed).
+    pub pgq_version: Option<String>,
+    /// Newest applied migration of our schema (`None`: not installed by us).
+    pub schema_version: Option<i64>,
+    /// Newest migration this build embeds; greater than `schema_version` means install is due.
+    pub latest_schema_version: i64,
+    /// Tick age per queue.
+    pub queues: Vec<QueueTickAge>,
+    /// Whether a ticker looks alive: some ticked queue has a tick younger than twice its idle
+    /// period plus 10 s. `None` when there is no queue to judge by.
+    pub ticker_alive: Option<bool>,
+}
+
+/// Report the pgq version, our schema version, and whether a ticker is alive (age of the newest
+/// tick per queue). Works without pgq installed (reports `None`s). Needs no pgq role.
+pub async fn check<'a, A>(conn: A) -> Result<CheckReport>
+where
+    A: Acquire<'a, Database = Postgres>,
+{
+    let mut conn = conn.acquire().await.op(CHECK)?;
+    let pgq_version =
+        sqlx::query_scalar!(r#"select extversion from pg_extension where extname = 'pgq'"#)
+            .fetch_optional(&mut *conn)
+            .await
+            .op(CHECK)?;
+    let applied = applied_versions(&mut conn).await?;
+    let mut queues = Vec::new();
+    if pgq_version.is_some() {
+        let rows = sqlx::query!(
+            r#"select q.queue_name, q.queue_ticker_idle_period,
+                      (q.queue_ticker_paused or q.queue_external_ticker) as "not_ticked!",
+                      t.tick_time as "tick_time?", now() - t.tick_time as age
+               from pgq.queue q
+               left join lateral (select tick_time from pgq.tick
+                                   where tick_queue = q.queue_id
+                                   order by tick_id desc limit 1) t on true
+               order by q.queue_name"#
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .op(CHECK)?;
+        queues = rows
+            .into_iter()
+            .map(|r| QueueTickAge {
+                queue_name: r.queue_name,
+                last_tick_time: r.tick_time,
+                age: r.age.map(|a| opt_interval(Some(a))),
+                idle_period: opt_interval(Some(r.queue_ticker_idle_period)),
+                not_ticked_here: r.not_ticked,
+            })
+            .collect();
+    }
+    let judged: Vec<bool> = queues
+        .iter()
+        .filter(|q| !q.not_ticked_here)
+        .map(|q| {
+            q.age
+                .is_some_and(|a| a < q.idle_period * 2 + Duration::from_secs(10))
+        })
+        .collect();
+    Ok(CheckReport {
+        pgq_version,
+        schema_version: applied.iter().copied().max(),
+        latest_schema_version: embedded_migrations().into_iter().max().unwrap_or(0),
+        queues,
+        ticker_alive: if judged.is_empty() {
+            None
+        } else {
+            Some(judged.contains(&true))
+        },
+    })
+}
