@@ -299,8 +299,10 @@ const COPY_CHUNK: usize = 256 * 1024;
 /// without a time get the transaction's timestamp, as `pgq.insert_event` gives them. The queue's
 /// `disable_insert` and `per_tx_limit` settings are enforced (the limit counts the events of this
 /// call). If the stream yields an error, or an event is invalid, the COPY is aborted and the
-/// transaction holds none of its rows; the same holds when the returned future is dropped half
-/// way. Returns the number of events inserted.
+/// transaction holds none of its rows (the COPY failed inside it, so it can only roll back).
+/// When the returned future is dropped half way, the server discards the COPY too, but the
+/// connection is left out of step with the server (a limitation of sqlx's COPY support): close
+/// it, or detach it from its pool, instead of reusing it. Returns the number of events inserted.
 ///
 /// Needs `pgq_admin` (COPY writes the event table directly).
 pub async fn copy_events<S, E>(conn: &mut PgConnection, queue: &QueueName, events: S) -> Result<u64>

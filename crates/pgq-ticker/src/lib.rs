@@ -1,1 +1,7 @@
-//! placeholder
+//! # pgq-ticker
+//!
+//! Part of PgQ for Rust; built on [`pgq_core`]. Its capability is being built (see the README).
+
+#![forbid(unsafe_code)]
+
+pub use pgq_core;

@@ -1,0 +1,11 @@
+//! Integration tests of `pgq-core` against a real PostgreSQL with the real pgq extension
+//! (a private cluster started by `pgq-testkit`, or `PGQ_TEST_DATABASE_URL`).
+
+mod common;
+mod copy;
+mod errors;
+mod flow;
+mod install;
+mod maint;
+mod roles;
+mod stream;
