@@ -1,1 +1,39 @@
-//! placeholder
+//! Private PostgreSQL clusters with the pgq extension, for tests and benchmarks (dev only).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use pgq_testkit::TestDb;
+//!
+//! // A fresh database with the schema installed, on the cluster shared by this test binary.
+//! let db = TestDb::new().await;
+//! let version: String = sqlx::query_scalar("select pgq.version()")
+//!     .fetch_one(db.pool())
+//!     .await
+//!     .unwrap();
+//! assert!(version.starts_with('3'));
+//! # }
+//! ```
+//!
+//! - [`Cluster::shared`] is one cluster per test binary, started lazily from the system's PostgreSQL
+//!   binaries (`pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`, or
+//!   `PGQ_TEST_PG_BINDIR`) and removed when the test process exits, even if it is killed.
+//! - [`Cluster::start_private`] gives a fault test its own cluster to stop, kill and restart.
+//! - [`TestDb`] is a fresh database per test, cloned from a template with the schema installed.
+//! - `PGQ_TEST_DATABASE_URL=postgres://superuser@host:port/db` makes [`Cluster::shared`] use that
+//!   existing server instead of starting one.
+//!
+//! Clusters live in `/tmp/pgq-testkit/` and run as the `postgres` OS user when the tests run as root.
+//! They listen on `127.0.0.1` on a free port and trust every local connection; `fsync` is off.
+//! Requirements: PostgreSQL server binaries and the pgq extension (`scripts/setup-env` installs them).
+
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod db;
+mod error;
+mod sys;
+
+pub use cluster::Cluster;
+pub use db::TestDb;
+pub use error::Error;
