@@ -308,7 +308,8 @@ async fn register_consumer_at_rewinds_a_consumer() {
         .await
         .unwrap()
         .unwrap()
-        .last_tick;
+        .last_tick
+        .unwrap();
     pgq_core::insert_event(pool, &q, "a", "1").await.unwrap();
     tick(pool, &q).await;
     assert_eq!(drain(pool, &q, &c).await.len(), 1);

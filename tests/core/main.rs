@@ -2,6 +2,7 @@
 //! (a private cluster started by `pgq-testkit`, or `PGQ_TEST_DATABASE_URL`).
 
 mod common;
+mod coop;
 mod copy;
 mod errors;
 mod flow;

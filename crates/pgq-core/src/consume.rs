@@ -549,9 +549,9 @@ macro_rules! consumer_row {
         ConsumerInfo {
             queue_name: r.queue_name.unwrap_or_default(),
             consumer_name: r.consumer_name.unwrap_or_default(),
-            lag: opt_interval(r.lag),
+            lag: r.lag.map(|l| opt_interval(Some(l))),
             last_seen: opt_interval(r.last_seen),
-            last_tick: TickId(r.last_tick.unwrap_or_default()),
+            last_tick: r.last_tick.map(TickId),
             current_batch: r.current_batch.map(BatchId),
             next_tick: r.next_tick.map(TickId),
             pending_events: r.pending_events.unwrap_or_default(),

@@ -439,6 +439,8 @@ impl Error {
                 queue: None,
                 source,
             }
+        } else if has("pgq_coop:") {
+            Error::InvalidInput { op: name, reason: message }
         } else if has("batch")
             && (has("not found") || has("cannot find data") || has("could not construct"))
         {

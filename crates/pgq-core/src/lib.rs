@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 mod consume;
+mod coop;
 mod error;
 mod ident;
 mod install;
@@ -65,6 +66,10 @@ pub use consume::{
     get_batch_info, get_consumer_info, get_consumer_info_all, get_consumer_info_queue, next_batch,
     next_batch_custom, next_batch_info, register_consumer, register_consumer_at,
     stream_batch_events, unregister_consumer,
+};
+pub use coop::{
+    BatchHandling, coop_finish_batch, coop_next_batch, coop_register_member, coop_touch,
+    coop_unregister_member, coop_version,
 };
 pub use error::{Error, ErrorKind, PgqRole, Result};
 pub use ident::{quote_fqname, quote_ident, quote_literal};

@@ -256,12 +256,13 @@ pub struct ConsumerInfo {
     pub queue_name: String,
     /// Consumer name (`group.member` for cooperative members).
     pub consumer_name: String,
-    /// Time from the consumer's last finished tick to now.
-    pub lag: Duration,
+    /// Time from the consumer's last finished tick to now (`None` for an idle cooperative
+    /// member, which has no position of its own).
+    pub lag: Option<Duration>,
     /// Time since the consumer last finished a batch.
     pub last_seen: Duration,
-    /// The last finished tick.
-    pub last_tick: TickId,
+    /// The last finished tick (`None` for an idle cooperative member).
+    pub last_tick: Option<TickId>,
     /// The batch in progress, if any.
     pub current_batch: Option<BatchId>,
     /// The ending tick of the batch in progress.

@@ -1,0 +1,189 @@
+//! Cooperative consumption: members of a group share one consumer's position and split its
+//! batches (the `pgq_coop` schema that `install()` provides, compatible with SkyTools pgq_coop).
+//!
+//! A group is an ordinary consumer; each member appears in pgq as the consumer `group.member`.
+//! Group and member names must not contain `.`. Roles: everything here needs `pgq_reader`.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::consume::BatchTuning;
+use crate::error::{Error, Op, Result, ResultExt};
+use crate::name::{ConsumerName, QueueName};
+use crate::queue::with_queue;
+use crate::types::{BatchId, duration_to_interval};
+
+const COOP: Op = Op::reader("pgq_coop");
+
+fn check_part(what: &'static str, name: &ConsumerName) -> Result<()> {
+    if name.as_str().contains('.') {
+        return Err(Error::InvalidName {
+            what,
+            value: name.to_string(),
+            reason: "must not contain '.' (members appear as 'group.member')",
+        });
+    }
+    Ok(())
+}
+
+fn check_names(group: &ConsumerName, member: &ConsumerName) -> Result<()> {
+    check_part("cooperative group name", group)?;
+    check_part("cooperative member name", member)
+}
+
+/// What to do with a member's batch in flight when it unregisters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchHandling {
+    /// Refuse to unregister while the member holds a batch.
+    #[default]
+    Refuse,
+    /// Return the batch's events to the group (through the retry queue: they come back after the
+    /// retry step and a tick, with their retry count increased).
+    ReturnToGroup,
+}
+
+/// Register `member` in the cooperative `group` on `queue` (the group is registered as a consumer
+/// when new). Returns `true` when the member is new.
+///
+/// Needs `pgq_reader`.
+pub async fn coop_register_member<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    group: &ConsumerName,
+    member: &ConsumerName,
+) -> Result<bool> {
+    check_names(group, member)?;
+    let r = sqlx::query_scalar!(
+        r#"select pgq_coop.register_subconsumer($1, $2, $3) as "r!""#,
+        queue.as_str(),
+        group.as_str(),
+        member.as_str()
+    )
+    .fetch_one(ex)
+    .await
+    .op(COOP)
+    .map_err(|e| with_queue(e, queue))?;
+    Ok(r == 1)
+}
+
+/// Unregister a member. Returns `false` when it was not registered.
+///
+/// Needs `pgq_reader`.
+pub async fn coop_unregister_member<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    group: &ConsumerName,
+    member: &ConsumerName,
+    handling: BatchHandling,
+) -> Result<bool> {
+    check_names(group, member)?;
+    let handling = match handling {
+        BatchHandling::Refuse => 0,
+        BatchHandling::ReturnToGroup => 1,
+    };
+    let r = sqlx::query_scalar!(
+        r#"select pgq_coop.unregister_subconsumer($1, $2, $3, $4) as "r!""#,
+        queue.as_str(),
+        group.as_str(),
+        member.as_str(),
+        handling
+    )
+    .fetch_one(ex)
+    .await
+    .op(COOP)
+    .map_err(|e| with_queue(e, queue))?;
+    Ok(r == 1)
+}
+
+/// The member's next batch: its own unfinished batch, else (with `dead_interval`) the batch of a
+/// member silent for longer than that — handed over under a fresh batch id, so the old id stops
+/// working — else a new batch from the group's position honouring `tuning`. `None` when there is
+/// nothing to do.
+///
+/// Needs `pgq_reader`.
+pub async fn coop_next_batch<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    group: &ConsumerName,
+    member: &ConsumerName,
+    tuning: BatchTuning,
+    dead_interval: Option<Duration>,
+) -> Result<Option<BatchId>> {
+    check_names(group, member)?;
+    let r = sqlx::query_scalar!(
+        r#"select pgq_coop.next_batch_custom($1, $2, $3, $4, $5, $6, $7) as b"#,
+        queue.as_str(),
+        group.as_str(),
+        member.as_str(),
+        tuning.min_lag.map(duration_to_interval),
+        tuning.min_count,
+        tuning.min_interval.map(duration_to_interval),
+        dead_interval.map(duration_to_interval)
+    )
+    .fetch_one(ex)
+    .await
+    .op(COOP)
+    .map_err(|e| with_queue(e, queue))?;
+    Ok(r.map(BatchId))
+}
+
+/// Finish a member's batch. A batch that is not open — finished, or taken over by another member —
+/// is [`crate::ErrorKind::BatchNotFound`]; a plain consumer's batch is refused
+/// ([`crate::ErrorKind::InvalidInput`]).
+///
+/// Needs `pgq_reader`.
+pub async fn coop_finish_batch<'e>(ex: impl PgExecutor<'e>, batch: BatchId) -> Result<()> {
+    sqlx::query_scalar!(r#"select pgq_coop.finish_batch($1) as "r!""#, batch.0)
+        .fetch_one(ex)
+        .await
+        .op(COOP)
+        .map_err(|e| match e {
+            Error::BatchNotFound { op, source, .. } => Error::BatchNotFound { op, batch: batch.0, source },
+            other => other,
+        })?;
+    Ok(())
+}
+
+/// Heartbeat: mark the member alive, so a long handler is not taken for dead.
+///
+/// Needs `pgq_reader`.
+pub async fn coop_touch<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    group: &ConsumerName,
+    member: &ConsumerName,
+) -> Result<()> {
+    check_names(group, member)?;
+    sqlx::query_scalar!(
+        r#"select pgq_coop.touch($1, $2, $3) as "r!""#,
+        queue.as_str(),
+        group.as_str(),
+        member.as_str()
+    )
+    .fetch_one(ex)
+    .await
+    .op(COOP)
+    .map_err(|e| with_queue(e, queue))?;
+    Ok(())
+}
+
+/// The `pgq_coop` version, or `None` when the schema is not installed. Needs no pgq role.
+pub async fn coop_version(conn: &mut PgConnection) -> Result<Option<String>> {
+    const OP: Op = Op::public("pgq_coop.version");
+    let present = sqlx::query_scalar!(
+        r#"select to_regprocedure('pgq_coop.version()') is not null as "p!""#
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+    if !present {
+        return Ok(None);
+    }
+    sqlx::query_scalar!(r#"select pgq_coop.version() as "v!""#)
+        .fetch_one(&mut *conn)
+        .await
+        .op(OP)
+        .map(Some)
+}
