@@ -83,6 +83,7 @@ impl Cluster {
     ///
     /// If the cluster cannot be started (for example, PostgreSQL is not installed); every later call
     /// panics with the same message.
+    #[track_caller]
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
         let shared = SHARED.get_or_init(|| {
@@ -133,8 +134,11 @@ impl Cluster {
             })?
             .keep();
         let pid = std::process::id();
+        // Written whole and renamed into place: other processes look for stale clusters concurrently.
         let owner = format!("{pid} {}\n", sys::start_time(pid).unwrap_or(0));
-        std::fs::write(dir.join(OWNER_FILE), owner)
+        let tmp = dir.join(format!("{OWNER_FILE}.tmp"));
+        std::fs::write(&tmp, owner)
+            .and_then(|()| std::fs::rename(&tmp, dir.join(OWNER_FILE)))
             .map_err(|e| Error::io(format!("could not write {}/{OWNER_FILE}", dir.display()), e))?;
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
@@ -153,12 +157,9 @@ impl Cluster {
             private.remove();
             return Err(e);
         }
-        match private.init_and_start(shared) {
-            Ok(()) => {}
-            Err(e) => {
-                private.remove();
-                return Err(e);
-            }
+        if let Err(e) = private.init_and_start(shared) {
+            private.remove();
+            return Err(e);
         }
         tracing::info!(
             dir = %private.dir.display(),
@@ -521,18 +522,18 @@ fn remove_stale_clusters(base: &Path, bindir: &Path) {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let owner_alive = match std::fs::read_to_string(dir.join(OWNER_FILE)) {
-            Ok(owner) => {
+        let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|owner| {
                 let mut parts = owner.split_whitespace().map(|p| p.parse::<u64>().ok());
-                match (parts.next().flatten(), parts.next().flatten()) {
-                    (Some(pid), Some(start)) => u32::try_from(pid).is_ok_and(|pid| {
-                        sys::pid_alive(pid) && (start == 0 || sys::start_time(pid) == Some(start))
-                    }),
-                    _ => false,
-                }
+                Some((u32::try_from(parts.next()??).ok()?, parts.next()??))
+            });
+        let owner_alive = match owner {
+            Some((pid, start)) => {
+                sys::pid_alive(pid) && (start == 0 || sys::start_time(pid) == Some(start))
             }
             // Being created right now by another process, or abandoned long ago?
-            Err(_) => entry
+            None => entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
