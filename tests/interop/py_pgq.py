@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""The Python peers for the interop tests: python3-pgq's own Consumer, CoopConsumer and producer.
+
+    py_pgq.py consume DSN QUEUE CONSUMER COUNT [MEMBER]   print COUNT events as JSON lines, then exit
+    py_pgq.py produce DSN QUEUE COUNT                     insert COUNT events in one transaction
+
+CONSUMER must be registered already (a MEMBER is registered by CoopConsumer itself).
+"""
+import json
+import os
+import sys
+import tempfile
+
+import pgq
+
+
+def config(dsn, queue, consumer, member):
+    fd, path = tempfile.mkstemp(suffix=".ini")
+    with os.fdopen(fd, "w") as f:
+        f.write("[py_pgq]\n")
+        f.write("job_name = py_pgq_%d\n" % os.getpid())
+        f.write("src_db = %s\n" % dsn)
+        f.write("queue_name = %s\n" % queue)
+        f.write("consumer_name = %s\n" % consumer)
+        f.write("loop_delay = 0.05\n")
+        f.write("logfile = \n")
+        f.write("pidfile = \n")
+        if member:
+            f.write("subconsumer_name = %s\n" % member)
+            f.write("subconsumer_timeout = 1 hour\n")
+    return path
+
+
+def reader_class(base):
+    class Reader(base):
+        want = 0
+        seen = 0
+
+        def process_event(self, db, ev):
+            row = {
+                "ev_id": ev.ev_id,
+                "ev_time": ev.ev_time.isoformat() if hasattr(ev.ev_time, "isoformat") else str(ev.ev_time),
+                "ev_txid": ev.ev_txid,
+                "ev_retry": ev.ev_retry,
+                "ev_type": ev.ev_type,
+                "ev_data": ev.ev_data,
+                "ev_extra1": ev.ev_extra1,
+                "ev_extra2": ev.ev_extra2,
+                "ev_extra3": ev.ev_extra3,
+                "ev_extra4": ev.ev_extra4,
+            }
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+            self.seen += 1
+
+        def work(self):
+            res = super().work()
+            if self.seen >= self.want:
+                self.looping = 0
+            return res
+
+    return Reader
+
+
+def consume(dsn, queue, consumer, count, member=None):
+    base = pgq.CoopConsumer if member else pgq.Consumer
+    cls = reader_class(base)
+    path = config(dsn, queue, consumer, member)
+    try:
+        script = cls("py_pgq", "src_db", ["-q", path])
+        script.want = count
+        if member:
+            script.register_consumer()
+        script.start()
+    finally:
+        os.unlink(path)
+
+
+def produce(dsn, queue, count):
+    import psycopg2
+
+    db = psycopg2.connect(dsn)
+    curs = db.cursor()
+    for i in range(count):
+        pgq.insert_event(curs, queue, "py.type", "py data %d \t tab \\ back ünï" % i,
+                         "py_e1_%d" % i, None, "py_e3", None)
+    db.commit()
+    db.close()
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "consume":
+        consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
+                sys.argv[6] if len(sys.argv) > 6 else None)
+    elif cmd == "produce":
+        produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        raise SystemExit("unknown command %r" % cmd)
+
+
+if __name__ == "__main__":
+    main()
