@@ -12,13 +12,19 @@ async fn group(pool: &PgPool, queue: &str, members: &[&str]) -> QueueName {
     let qn = q(queue);
     pgq_core::create_queue(pool, &qn).await.unwrap();
     for m in members {
-        assert!(pgq_core::coop_register_member(pool, &qn, &c("g"), &c(m)).await.unwrap());
+        assert!(
+            pgq_core::coop_register_member(pool, &qn, &c("g"), &c(m))
+                .await
+                .unwrap()
+        );
     }
     qn
 }
 
 async fn next(pool: &PgPool, qn: &QueueName, m: &str, dead: Option<Duration>) -> Option<BatchId> {
-    pgq_core::coop_next_batch(pool, qn, &c("g"), &c(m), BatchTuning::default(), dead).await.unwrap()
+    pgq_core::coop_next_batch(pool, qn, &c("g"), &c(m), BatchTuning::default(), dead)
+        .await
+        .unwrap()
 }
 
 async fn data(pool: &PgPool, b: BatchId) -> Vec<String> {
@@ -54,15 +60,31 @@ async fn members_split_the_batches_of_one_position() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let qn = group(pool, "coop", &["a", "b"]).await;
-    assert!(!pgq_core::coop_register_member(pool, &qn, &c("g"), &c("a")).await.unwrap(), "exists");
-    assert!(pgq_core::coop_version(&mut *pool.acquire().await.unwrap()).await.unwrap().is_some());
+    assert!(
+        !pgq_core::coop_register_member(pool, &qn, &c("g"), &c("a"))
+            .await
+            .unwrap(),
+        "exists"
+    );
+    assert!(
+        pgq_core::coop_version(&mut *pool.acquire().await.unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
     produce_and_tick(pool, &qn, &["1", "2"]).await;
     produce_and_tick(pool, &qn, &["3"]).await;
 
     let ba = next(pool, &qn, "a", None).await.expect("a gets a batch");
-    let bb = next(pool, &qn, "b", None).await.expect("b gets the next one");
+    let bb = next(pool, &qn, "b", None)
+        .await
+        .expect("b gets the next one");
     assert_ne!(ba, bb);
-    assert_eq!(next(pool, &qn, "a", None).await, Some(ba), "same batch until finished");
+    assert_eq!(
+        next(pool, &qn, "a", None).await,
+        Some(ba),
+        "same batch until finished"
+    );
     let (da, db_) = (data(pool, ba).await, data(pool, bb).await);
     assert_eq!(da, vec!["1", "2"]);
     assert_eq!(db_, vec!["3"]);
@@ -75,7 +97,10 @@ async fn members_split_the_batches_of_one_position() {
         .map(|i| i.consumer_name)
         .collect();
     assert_eq!(names, vec!["g", "g.a", "g.b"]);
-    assert_eq!(pgq_core::batch_owner(pool, ba).await.unwrap().unwrap().1, "g.a");
+    assert_eq!(
+        pgq_core::batch_owner(pool, ba).await.unwrap().unwrap().1,
+        "g.a"
+    );
 
     pgq_core::coop_finish_batch(pool, ba).await.unwrap();
     pgq_core::coop_finish_batch(pool, bb).await.unwrap();
@@ -84,17 +109,28 @@ async fn members_split_the_batches_of_one_position() {
     produce_and_tick(pool, &qn, &["4"]).await;
     let b = next(pool, &qn, "b", None).await.unwrap();
     let ev = pgq_core::get_batch_events(pool, b).await.unwrap().remove(0);
-    pgq_core::event_retry(pool, b, ev.id(), Duration::ZERO).await.unwrap();
+    pgq_core::event_retry(pool, b, ev.id(), Duration::ZERO)
+        .await
+        .unwrap();
     pgq_core::coop_finish_batch(pool, b).await.unwrap();
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap()).await.unwrap();
+    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
     tick(pool, &qn).await;
     let b = next(pool, &qn, "a", None).await.unwrap();
     let back = pgq_core::get_batch_events(pool, b).await.unwrap();
     assert_eq!((back.len(), back[0].ev_retry), (1, Some(1)));
 
     // Unregistering the group removes every member.
-    pgq_core::unregister_consumer(pool, &qn, &c("g")).await.unwrap();
-    assert!(pgq_core::get_consumer_info_queue(pool, &qn).await.unwrap().is_empty());
+    pgq_core::unregister_consumer(pool, &qn, &c("g"))
+        .await
+        .unwrap();
+    assert!(
+        pgq_core::get_consumer_info_queue(pool, &qn)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -105,9 +141,14 @@ async fn takeover_hands_out_a_fresh_batch_id_and_the_old_one_stops_working() {
     produce_and_tick(pool, &qn, &["x", "y"]).await;
     let old = next(pool, &qn, "a", None).await.unwrap();
     // Alive: no takeover.
-    assert_eq!(next(pool, &qn, "b", Some(Duration::from_secs(60))).await, None);
+    assert_eq!(
+        next(pool, &qn, "b", Some(Duration::from_secs(60))).await,
+        None
+    );
     make_dead(pool, "g.a").await;
-    let new = next(pool, &qn, "b", Some(Duration::from_secs(60))).await.expect("takeover");
+    let new = next(pool, &qn, "b", Some(Duration::from_secs(60)))
+        .await
+        .expect("takeover");
     assert_ne!(new, old, "fresh id");
     assert_eq!(data(pool, new).await, vec!["x", "y"], "same events");
 
@@ -116,8 +157,14 @@ async fn takeover_hands_out_a_fresh_batch_id_and_the_old_one_stops_working() {
     assert_eq!(e.kind(), ErrorKind::BatchNotFound, "{e}");
     let e = pgq_core::finish_batch(pool, old).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BatchNotFound, "{e}");
-    assert!(pgq_core::get_batch_events(pool, old).await.is_err(), "old id reads nothing");
-    assert_eq!(pgq_core::batch_owner(pool, new).await.unwrap().unwrap().1, "g.b");
+    assert!(
+        pgq_core::get_batch_events(pool, old).await.is_err(),
+        "old id reads nothing"
+    );
+    assert_eq!(
+        pgq_core::batch_owner(pool, new).await.unwrap().unwrap().1,
+        "g.b"
+    );
     // The dead member was not deleted; it simply has no batch now.
     assert_eq!(next(pool, &qn, "a", None).await, None);
     pgq_core::coop_finish_batch(pool, new).await.unwrap();
@@ -132,8 +179,14 @@ async fn heartbeat_keeps_a_long_handler_and_idle_members_survive_the_scan() {
     let ba = next(pool, &qn, "a", None).await.unwrap();
     make_dead(pool, "g.a").await;
     make_dead(pool, "g.idle").await;
-    pgq_core::coop_touch(pool, &qn, &c("g"), &c("a")).await.unwrap();
-    assert_eq!(next(pool, &qn, "b", Some(Duration::from_secs(60))).await, None, "a is alive");
+    pgq_core::coop_touch(pool, &qn, &c("g"), &c("a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(pool, &qn, "b", Some(Duration::from_secs(60))).await,
+        None,
+        "a is alive"
+    );
     assert_eq!(next(pool, &qn, "a", None).await, Some(ba));
     let names: Vec<String> = pgq_core::get_consumer_info_queue(pool, &qn)
         .await
@@ -141,7 +194,10 @@ async fn heartbeat_keeps_a_long_handler_and_idle_members_survive_the_scan() {
         .into_iter()
         .map(|i| i.consumer_name)
         .collect();
-    assert!(names.contains(&"g.idle".to_owned()), "idle member kept: {names:?}");
+    assert!(
+        names.contains(&"g.idle".to_owned()),
+        "idle member kept: {names:?}"
+    );
 }
 
 #[tokio::test]
@@ -155,14 +211,21 @@ async fn unregistering_a_member_with_a_batch_returns_its_events_to_the_group() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
-    assert!(pgq_core::coop_unregister_member(pool, &qn, &c("g"), &c("a"), BatchHandling::ReturnToGroup)
-        .await
-        .unwrap());
-    assert!(!pgq_core::coop_unregister_member(pool, &qn, &c("g"), &c("a"), BatchHandling::Refuse)
-        .await
-        .unwrap(), "already gone");
+    assert!(
+        pgq_core::coop_unregister_member(pool, &qn, &c("g"), &c("a"), BatchHandling::ReturnToGroup)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !pgq_core::coop_unregister_member(pool, &qn, &c("g"), &c("a"), BatchHandling::Refuse)
+            .await
+            .unwrap(),
+        "already gone"
+    );
     assert!(pgq_core::batch_owner(pool, ba).await.unwrap().is_none());
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap()).await.unwrap();
+    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
     tick(pool, &qn).await;
     let mut got = Vec::new();
     while let Some(b) = next(pool, &qn, "b", None).await {
@@ -178,35 +241,63 @@ async fn coop_functions_refuse_plain_consumers_and_dotted_names() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let qn = group(pool, "plain", &["a"]).await;
-    pgq_core::register_consumer(pool, &qn, &c("p")).await.unwrap();
+    pgq_core::register_consumer(pool, &qn, &c("p"))
+        .await
+        .unwrap();
     produce_and_tick(pool, &qn, &["z"]).await;
-    let pb = pgq_core::next_batch(pool, &qn, &c("p")).await.unwrap().unwrap();
+    let pb = pgq_core::next_batch(pool, &qn, &c("p"))
+        .await
+        .unwrap()
+        .unwrap();
     let e = pgq_core::coop_finish_batch(pool, pb).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
-    assert_eq!(pgq_core::next_batch(pool, &qn, &c("p")).await.unwrap(), Some(pb), "still open");
+    assert_eq!(
+        pgq_core::next_batch(pool, &qn, &c("p")).await.unwrap(),
+        Some(pb),
+        "still open"
+    );
     // A plain consumer holding a batch cannot become a group.
-    let e = pgq_core::coop_register_member(pool, &qn, &c("p"), &c("m")).await.unwrap_err();
+    let e = pgq_core::coop_register_member(pool, &qn, &c("p"), &c("m"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     // A plain consumer named like a member is not one.
-    pgq_core::register_consumer(pool, &qn, &c("g.fake")).await.unwrap();
-    let e = pgq_core::coop_register_member(pool, &qn, &c("g"), &c("fake")).await.unwrap_err();
+    pgq_core::register_consumer(pool, &qn, &c("g.fake"))
+        .await
+        .unwrap();
+    let e = pgq_core::coop_register_member(pool, &qn, &c("g"), &c("fake"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 
     // Dots are refused, by the library and by the schema itself.
-    let e = pgq_core::coop_register_member(pool, &qn, &c("g.x"), &c("m")).await.unwrap_err();
+    let e = pgq_core::coop_register_member(pool, &qn, &c("g.x"), &c("m"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
     let e = pgq_core::coop_next_batch(pool, &qn, &c("g"), &c("m.n"), BatchTuning::default(), None)
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
-    let r = sqlx::query("select pgq_coop.register_subconsumer('plain', 'g', 'a.b')").execute(pool).await;
+    let r = sqlx::query("select pgq_coop.register_subconsumer('plain', 'g', 'a.b')")
+        .execute(pool)
+        .await;
     assert!(r.unwrap_err().to_string().contains("must not contain"));
     // Unknown member / queue.
-    let e = pgq_core::coop_next_batch(pool, &qn, &c("g"), &c("nobody"), BatchTuning::default(), None)
+    let e = pgq_core::coop_next_batch(
+        pool,
+        &qn,
+        &c("g"),
+        &c("nobody"),
+        BatchTuning::default(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConsumerNotRegistered, "{e}");
+    let e = pgq_core::coop_register_member(pool, &q("nope"), &c("g"), &c("a"))
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::ConsumerNotRegistered, "{e}");
-    let e = pgq_core::coop_register_member(pool, &q("nope"), &c("g"), &c("a")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QueueNotFound, "{e}");
 }
 
@@ -226,9 +317,16 @@ async fn simultaneous_takeovers_never_hand_out_one_batch_twice() {
     for m in members {
         let (pool, qn) = (pool.clone(), qn.clone());
         tasks.push(tokio::spawn(async move {
-            pgq_core::coop_next_batch(&pool, &qn, &c("g"), &c(&m), BatchTuning::default(), Some(Duration::from_secs(60)))
-                .await
-                .unwrap()
+            pgq_core::coop_next_batch(
+                &pool,
+                &qn,
+                &c("g"),
+                &c(&m),
+                BatchTuning::default(),
+                Some(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut got = Vec::new();
@@ -237,6 +335,10 @@ async fn simultaneous_takeovers_never_hand_out_one_batch_twice() {
             got.push(b);
         }
     }
-    assert_eq!(got.len(), 1, "exactly one member took the batch over: {got:?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "exactly one member took the batch over: {got:?}"
+    );
     assert_eq!(data(pool, got[0]).await, vec!["only"]);
 }

@@ -18,18 +18,27 @@ fn script() -> String {
 
 /// Whether a peer is usable; panics under CI when it is not.
 fn peer_available(name: &str, probe: &mut Command) -> bool {
-    let ok = probe.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("interop peer {name} is missing under CI=true: run scripts/setup-env");
         }
-        eprintln!("\n*** SKIPPED: interop peer {name} is not installed (run scripts/setup-env) ***\n");
+        eprintln!(
+            "\n*** SKIPPED: interop peer {name} is not installed (run scripts/setup-env) ***\n"
+        );
     }
     ok
 }
 
 fn python_pgq() -> bool {
-    peer_available("python3-pgq", Command::new(PY).args(["-c", "import pgq, skytools, psycopg2"]))
+    peer_available(
+        "python3-pgq",
+        Command::new(PY).args(["-c", "import pgq, skytools, psycopg2"]),
+    )
 }
 
 fn pgqd() -> bool {
@@ -45,18 +54,34 @@ fn c(s: &str) -> ConsumerName {
 }
 
 async fn tick(pool: &PgPool, queue: &QueueName) {
-    pgq_core::tick_now(&mut *pool.acquire().await.unwrap(), queue).await.unwrap();
+    pgq_core::tick_now(&mut *pool.acquire().await.unwrap(), queue)
+        .await
+        .unwrap();
 }
 
 /// Run the Python consumer until it printed `count` events; returns them.
-fn py_consume(db: &TestDb, queue: &str, consumer: &str, count: usize, member: Option<&str>) -> Vec<serde_json::Value> {
+fn py_consume(
+    db: &TestDb,
+    queue: &str,
+    consumer: &str,
+    count: usize,
+    member: Option<&str>,
+) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(PY);
-    cmd.arg(script()).args(["consume", &db.url(), queue, consumer, &count.to_string()]);
+    cmd.arg(script())
+        .args(["consume", &db.url(), queue, consumer, &count.to_string()]);
     if let Some(m) = member {
         cmd.arg(m);
     }
-    let out = cmd.stderr(Stdio::inherit()).output().expect("run python consumer");
-    assert!(out.status.success(), "python consumer failed: {:?}", out.status);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run python consumer");
+    assert!(
+        out.status.success(),
+        "python consumer failed: {:?}",
+        out.status
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -77,18 +102,32 @@ async fn our_events_read_identically_by_the_python_consumer() {
     let pool = db.pool();
     let queue = q("to_python");
     pgq_core::create_queue(pool, &queue).await.unwrap();
-    pgq_core::register_consumer(pool, &queue, &c("py")).await.unwrap();
-    let when = chrono::DateTime::parse_from_rfc3339("2025-03-04T05:06:07.123456Z").unwrap().to_utc();
+    pgq_core::register_consumer(pool, &queue, &c("py"))
+        .await
+        .unwrap();
+    let when = chrono::DateTime::parse_from_rfc3339("2025-03-04T05:06:07.123456Z")
+        .unwrap()
+        .to_utc();
     let sent = vec![
-        NewEvent::new("order.created", r#"{"id":1,"s":"tab\there"}"#).extra1("orders").extra4("x4"),
-        NewEvent::new("ünï", "line\nbreak \\ back").extra2("e2").extra3("e3"),
+        NewEvent::new("order.created", r#"{"id":1,"s":"tab\there"}"#)
+            .extra1("orders")
+            .extra4("x4"),
+        NewEvent::new("ünï", "line\nbreak \\ back")
+            .extra2("e2")
+            .extra3("e3"),
         NewEvent::new("timed", "t").time(when),
     ];
     let mut tx = pool.begin().await.unwrap();
-    pgq_core::insert_events(&mut *tx, &queue, &sent[..2]).await.unwrap();
-    pgq_core::copy_events(&mut tx, &queue, futures_util::stream::iter([Ok::<_, String>(sent[2].clone())]))
+    pgq_core::insert_events(&mut *tx, &queue, &sent[..2])
         .await
         .unwrap();
+    pgq_core::copy_events(
+        &mut tx,
+        &queue,
+        futures_util::stream::iter([Ok::<_, String>(sent[2].clone())]),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     tick(pool, &queue).await;
 
@@ -117,14 +156,25 @@ async fn python_events_read_identically_by_our_consumer() {
     let pool = db.pool();
     let queue = q("from_python");
     pgq_core::create_queue(pool, &queue).await.unwrap();
-    pgq_core::register_consumer(pool, &queue, &c("rust")).await.unwrap();
-    let st = Command::new(PY).arg(script()).args(["produce", &db.url(), "from_python", "5"]).status().unwrap();
+    pgq_core::register_consumer(pool, &queue, &c("rust"))
+        .await
+        .unwrap();
+    let st = Command::new(PY)
+        .arg(script())
+        .args(["produce", &db.url(), "from_python", "5"])
+        .status()
+        .unwrap();
     assert!(st.success());
     tick(pool, &queue).await;
-    let b = pgq_core::next_batch(pool, &queue, &c("rust")).await.unwrap().expect("batch");
+    let b = pgq_core::next_batch(pool, &queue, &c("rust"))
+        .await
+        .unwrap()
+        .expect("batch");
     let mut conn = pool.acquire().await.unwrap();
     let mut evs: Vec<Event> = futures_util::TryStreamExt::try_collect(
-        pgq_core::stream_batch_events(&mut conn, b, &Default::default()).await.unwrap(),
+        pgq_core::stream_batch_events(&mut conn, b, &Default::default())
+            .await
+            .unwrap(),
     )
     .await
     .unwrap();
@@ -132,9 +182,19 @@ async fn python_events_read_identically_by_our_consumer() {
     assert_eq!(evs.len(), 5);
     for (i, e) in evs.iter().enumerate() {
         assert_eq!(e.ev_type.as_deref(), Some("py.type"));
-        assert_eq!(e.ev_data.as_deref(), Some(format!("py data {i} \t tab \\ back ünï").as_str()));
+        assert_eq!(
+            e.ev_data.as_deref(),
+            Some(format!("py data {i} \t tab \\ back ünï").as_str())
+        );
         assert_eq!(e.ev_extra1.as_deref(), Some(format!("py_e1_{i}").as_str()));
-        assert_eq!((e.ev_extra2.as_deref(), e.ev_extra3.as_deref(), e.ev_extra4.as_deref()), (None, Some("py_e3"), None));
+        assert_eq!(
+            (
+                e.ev_extra2.as_deref(),
+                e.ev_extra3.as_deref(),
+                e.ev_extra4.as_deref()
+            ),
+            (None, Some("py_e3"), None)
+        );
     }
     pgq_core::finish_batch(&mut *conn, b).await.unwrap();
 }
@@ -164,7 +224,12 @@ fn start_pgqd(db: &TestDb) -> Pgqd {
         ),
     )
     .unwrap();
-    let child = Command::new("pgqd").arg(&ini).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start pgqd");
+    let child = Command::new("pgqd")
+        .arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pgqd");
     Pgqd(child, dir)
 }
 
@@ -177,19 +242,37 @@ async fn pgqd_ticks_for_our_consumers() {
     let pool = db.pool();
     let queue = q("by_pgqd");
     pgq_core::create_queue(pool, &queue).await.unwrap();
-    pgq_core::register_consumer(pool, &queue, &c("rust")).await.unwrap();
-    let cfg = pgq_core::QueueConfig { ticker_max_lag: Some(Duration::from_millis(10)), ..Default::default() };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &queue, &cfg).await.unwrap();
+    pgq_core::register_consumer(pool, &queue, &c("rust"))
+        .await
+        .unwrap();
+    let cfg = pgq_core::QueueConfig {
+        ticker_max_lag: Some(Duration::from_millis(10)),
+        ..Default::default()
+    };
+    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &queue, &cfg)
+        .await
+        .unwrap();
     let mut pgqd = start_pgqd(&db);
-    pgq_core::insert_events(pool, &queue, &vec![NewEvent::new("t", "via pgqd"); 10]).await.unwrap();
+    pgq_core::insert_events(pool, &queue, &vec![NewEvent::new("t", "via pgqd"); 10])
+        .await
+        .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got = 0;
     while got < 10 {
-        assert!(Instant::now() < deadline, "pgqd did not tick within 30 s (got {got} events)");
-        match pgq_core::next_batch_custom(pool, &queue, &c("rust"), BatchTuning::default()).await.unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "pgqd did not tick within 30 s (got {got} events)"
+        );
+        match pgq_core::next_batch_custom(pool, &queue, &c("rust"), BatchTuning::default())
+            .await
+            .unwrap()
+        {
             Some(b) => {
-                got += pgq_core::get_batch_events(pool, b.batch_id).await.unwrap().len();
+                got += pgq_core::get_batch_events(pool, b.batch_id)
+                    .await
+                    .unwrap()
+                    .len();
                 pgq_core::finish_batch(pool, b.batch_id).await.unwrap();
             }
             None => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -211,25 +294,43 @@ async fn a_cooperative_group_mixes_python_and_rust_members() {
     let queue = q("mixed");
     pgq_core::create_queue(pool, &queue).await.unwrap();
     let (g, rust) = (c("grp"), c("rust1"));
-    pgq_core::coop_register_member(pool, &queue, &g, &rust).await.unwrap();
+    pgq_core::coop_register_member(pool, &queue, &g, &rust)
+        .await
+        .unwrap();
     // Batch 1 for the Rust member, batch 2 for the Python member.
     for part in ["r", "p"] {
-        let evs: Vec<_> = (0..3).map(|i| NewEvent::new("t", format!("{part}{i}"))).collect();
+        let evs: Vec<_> = (0..3)
+            .map(|i| NewEvent::new("t", format!("{part}{i}")))
+            .collect();
         pgq_core::insert_events(pool, &queue, &evs).await.unwrap();
         tick(pool, &queue).await;
     }
-    let rb = pgq_core::coop_next_batch(pool, &queue, &g, &rust, BatchTuning::default(), None).await.unwrap().unwrap();
-    let mut rust_seen: Vec<String> =
-        pgq_core::get_batch_events(pool, rb).await.unwrap().into_iter().map(|e| e.ev_data.unwrap()).collect();
+    let rb = pgq_core::coop_next_batch(pool, &queue, &g, &rust, BatchTuning::default(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut rust_seen: Vec<String> = pgq_core::get_batch_events(pool, rb)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.ev_data.unwrap())
+        .collect();
     // The Python member works while the Rust member still holds its batch.
     let py = py_consume(&db, "mixed", "grp", 3, Some("py1"));
     pgq_core::coop_finish_batch(pool, rb).await.unwrap();
-    let mut py_seen: Vec<String> = py.iter().map(|v| field(v, "ev_data").unwrap().to_owned()).collect();
+    let mut py_seen: Vec<String> = py
+        .iter()
+        .map(|v| field(v, "ev_data").unwrap().to_owned())
+        .collect();
     rust_seen.sort();
     py_seen.sort();
     assert_eq!(rust_seen, vec!["r0", "r1", "r2"]);
     assert_eq!(py_seen, vec!["p0", "p1", "p2"]);
-    let names: Vec<String> =
-        pgq_core::get_consumer_info_queue(pool, &queue).await.unwrap().into_iter().map(|i| i.consumer_name).collect();
+    let names: Vec<String> = pgq_core::get_consumer_info_queue(pool, &queue)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.consumer_name)
+        .collect();
     assert_eq!(names, vec!["grp", "grp.py1", "grp.rust1"]);
 }

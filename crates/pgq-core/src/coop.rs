@@ -140,7 +140,11 @@ pub async fn coop_finish_batch<'e>(ex: impl PgExecutor<'e>, batch: BatchId) -> R
         .await
         .op(COOP)
         .map_err(|e| match e {
-            Error::BatchNotFound { op, source, .. } => Error::BatchNotFound { op, batch: batch.0, source },
+            Error::BatchNotFound { op, source, .. } => Error::BatchNotFound {
+                op,
+                batch: batch.0,
+                source,
+            },
             other => other,
         })?;
     Ok(())
@@ -172,12 +176,11 @@ pub async fn coop_touch<'e>(
 /// The `pgq_coop` version, or `None` when the schema is not installed. Needs no pgq role.
 pub async fn coop_version(conn: &mut PgConnection) -> Result<Option<String>> {
     const OP: Op = Op::public("pgq_coop.version");
-    let present = sqlx::query_scalar!(
-        r#"select to_regprocedure('pgq_coop.version()') is not null as "p!""#
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .op(OP)?;
+    let present =
+        sqlx::query_scalar!(r#"select to_regprocedure('pgq_coop.version()') is not null as "p!""#)
+            .fetch_one(&mut *conn)
+            .await
+            .op(OP)?;
     if !present {
         return Ok(None);
     }

@@ -440,7 +440,10 @@ impl Error {
                 source,
             }
         } else if has("pgq_coop:") {
-            Error::InvalidInput { op: name, reason: message }
+            Error::InvalidInput {
+                op: name,
+                reason: message,
+            }
         } else if has("batch")
             && (has("not found") || has("cannot find data") || has("could not construct"))
         {

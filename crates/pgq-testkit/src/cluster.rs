@@ -265,6 +265,84 @@ impl Cluster {
         self.private("start")?.start()
     }
 
+    /// Turns on TLS for a private cluster: makes a throw-away certificate authority and a server
+    /// certificate for `localhost` and `127.0.0.1` (with `openssl`), sets `ssl = on` and restarts
+    /// the server. Returns the CA certificate's path, for `sslmode=verify-full&sslrootcert=...`.
+    pub fn enable_tls(&self) -> Result<PathBuf, Error> {
+        let p = self.private("enable_tls")?;
+        let dir = &p.dir;
+        let run = |args: &[&str]| -> Result<(), Error> {
+            let mut cmd = std::process::Command::new("openssl");
+            cmd.current_dir(dir).args(args);
+            sys::run(cmd).map(|_| ())
+        };
+        let ext = dir.join("server.ext");
+        std::fs::write(&ext, "subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+            .map_err(|e| Error::io(format!("could not write {}", ext.display()), e))?;
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pgq-testkit CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ])?;
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        let key = dir.join("server.key");
+        if sys::is_root() {
+            let (uid, gid) = sys::postgres_ids()?;
+            std::os::unix::fs::chown(&key, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("could not chown {}", key.display()), e))?;
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("could not chmod {}", key.display()), e))?;
+        let quote = |f: &str| dir.join(f).display().to_string().replace('\'', "''");
+        p.append_conf(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            quote("server.crt"),
+            quote("server.key")
+        ))?;
+        p.stop("fast")?;
+        p.start()?;
+        Ok(dir.join("ca.crt"))
+    }
+
     /// The data directory (`PGDATA`) of a private cluster; `None` for an external server.
     pub fn data_dir(&self) -> Option<&Path> {
         match &self.inner.kind {
