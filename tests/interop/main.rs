@@ -200,7 +200,10 @@ async fn python_events_read_identically_by_our_consumer() {
 }
 
 /// A running pgqd, stopped on drop.
-struct Pgqd(Child, tempfile::TempDir);
+struct Pgqd(
+    Child,
+    #[allow(dead_code, reason = "keeps the config directory alive")] tempfile::TempDir,
+);
 
 impl Drop for Pgqd {
     fn drop(&mut self) {

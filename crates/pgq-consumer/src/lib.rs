@@ -1,7 +1,240 @@
 //! # pgq-consumer
 //!
-//! Part of PgQ for Rust; built on [`pgq_core`]. Its capability is being built (see the README).
+//! The consumer runtime of PgQ for Rust, on top of [`pgq_core`]: batches read with bounded
+//! memory, async handlers, retries with backoff and a dead-letter queue, exactly-once delivery,
+//! and wakeups within milliseconds of a new tick.
+//!
+//! ```no_run
+//! use pgq_consumer::{Consumer, HandlerError, handler_fn};
+//! use pgq_core::{ConsumerName, QueueName};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = pgq_core::sqlx::PgPool::connect("postgres://localhost/app").await?;
+//! let consumer = Consumer::builder(pool, QueueName::new("orders")?, ConsumerName::new("billing")?)
+//!     .event_types(["order.created"])      // typed filter, bound as a parameter
+//!     .max_retries(5)                       // then the event goes to the queue orders_dlq
+//!     .build()?;
+//!
+//! let shutdown = CancellationToken::new();
+//! let handler = handler_fn(|ev| async move {
+//!     println!("{} {:?}", ev.ev_id, ev.ev_data);
+//!     Ok::<_, HandlerError>(())
+//! });
+//! consumer.run(handler, shutdown.clone()).await?;   // until shutdown.cancel()
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layers
+//! - [`Consumer::next_batch`] gives a [`Batch`]: read its events ([`Batch::next_event`],
+//!   [`Batch::next_chunk`], [`Batch::events`]), [`retry`](Batch::retry) some, then
+//!   [`finish`](Batch::finish) it. A batch not read to the end is not finished by accident.
+//! - [`Consumer::run`] (a per-event [`Handler`]) and [`Consumer::run_batches`] (a
+//!   [`BatchHandler`]) are the run loop on top of it.
+//! - Everything is generic over a [`BatchSource`]; [`Subscription`] is the plain pgq consumer.
+//!
+//! ## Delivery
+//! [`Delivery::AtLeastOnce`] (default) finishes a batch after the handler has seen all of it;
+//! [`Delivery::ExactlyOnce`] hands the handler the batch's transaction
+//! ([`EventContext::transaction`]), so its writes, the retries, the dead letters and
+//! `finish_batch` commit atomically.
+//!
+//! ## Roles
+//! Consuming needs `pgq_reader`. A dead-letter queue needs `pgq_writer` to insert into, and
+//! `pgq_admin` if the run loop is to create it. Retries go through `pgq_rs.event_retry_many`
+//! (granted to `pgq_reader` by our migrations), which reads the batch once for all its retried
+//! events, where pgq's `event_retry` would read it once per event.
+//!
+//! ## Connections
+//! The run loop uses one pooled connection for batches and, with wakeups on, one more held by the
+//! tick listener: give the pool at least two.
+//!
+//! ## Observability
+//! Each batch runs in a `pgq_batch` tracing span (queue, consumer, batch id, ticks). Metrics go
+//! through the [`metrics`](https://docs.rs/metrics) facade; their names are in [`mod@metrics`].
 
 #![forbid(unsafe_code)]
 
+mod batch;
+mod config;
+mod dead_letter;
+mod error;
+mod handler;
+pub mod metrics;
+mod run;
+mod source;
+mod wakeup;
+
+use std::sync::Arc;
+
+use pgq_core::sqlx::{PgConnection, PgPool};
+use pgq_core::{BatchId, BatchInfo, ConsumerName, QueueName};
+
+pub use batch::{Batch, BatchSummary};
+pub use config::{
+    Backoff, ConsumerBuilder, DeadLetter, DeadLetterFn, Delivery, Registration, RetryPolicy,
+    Shutdown,
+};
+use config::{Config, DeadLetterTarget};
+pub use dead_letter::{
+    DEAD_LETTER_SUFFIX, DeadLetterEvent, DeadLetterMeta, dead_letter_queue_name,
+};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use handler::{
+    BatchHandler, EventContext, FailureAction, Handler, HandlerError, HandlerFn, handler_fn,
+};
+pub use source::{BatchSource, Subscription};
+
 pub use pgq_core;
+pub use tokio_util::sync::CancellationToken;
+
+pub(crate) struct Inner<S> {
+    pool: PgPool,
+    source: S,
+    config: Config,
+}
+
+/// A consumer: one consumer identity on one queue, with its configuration. Cheap to clone.
+pub struct Consumer<S: BatchSource = Subscription> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: BatchSource> Clone for Consumer<S> {
+    fn clone(&self) -> Self {
+        Consumer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: BatchSource> std::fmt::Debug for Consumer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", self.queue())
+            .field("consumer", self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer<Subscription> {
+    /// Start building a consumer named `consumer` on `queue`, using connections of `pool`.
+    pub fn builder(pool: PgPool, queue: QueueName, consumer: ConsumerName) -> ConsumerBuilder {
+        ConsumerBuilder::new(pool, queue, consumer)
+    }
+}
+
+impl<S: BatchSource> Consumer<S> {
+    /// Register the consumer if it is not registered yet, where the builder's
+    /// [`Registration`] says; returns `true` when it registered now. The run loop calls this.
+    ///
+    /// Needs `pgq_reader`.
+    pub async fn register(&self) -> Result<bool> {
+        let registration = &self.inner.config.registration;
+        let newly = self
+            .inner
+            .source
+            .register(&self.inner.pool, registration)
+            .await?;
+        if newly {
+            tracing::info!(queue = %self.queue(), consumer = %self.name(), ?registration, "consumer registered");
+        }
+        Ok(newly)
+    }
+
+    /// Unregister the consumer: its position, open batch and retry events are dropped.
+    ///
+    /// Needs `pgq_reader`.
+    pub async fn unregister(&self) -> Result<()> {
+        self.inner.source.unregister(&self.inner.pool).await
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &QueueName {
+        self.inner.source.queue()
+    }
+
+    /// The consumer name.
+    pub fn name(&self) -> &ConsumerName {
+        self.inner.source.consumer()
+    }
+
+    /// The pool the consumer uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The batch source.
+    pub fn source(&self) -> &S {
+        &self.inner.source
+    }
+
+    /// The next batch, opened on `conn` in a transaction of its own (a savepoint if `conn` is
+    /// already in a transaction), or `None` when there is no new batch yet. Until it is finished,
+    /// the same batch comes again.
+    ///
+    /// Needs `pgq_reader`.
+    pub async fn next_batch<'c>(&self, conn: &'c mut PgConnection) -> Result<Option<Batch<'c, S>>> {
+        let tuning = self.inner.config.tuning;
+        let Some(info) = self.inner.source.next_batch(&mut *conn, tuning).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Batch::open(conn, info, self.inner.clone()).await?))
+    }
+
+    /// Open a batch by id, e.g. one whose id was kept across a restart. A batch held by another
+    /// consumer is refused with [`Error::ForeignBatch`]; one held by nobody is `BatchNotFound`.
+    ///
+    /// Needs `pgq_reader`.
+    pub async fn open_batch<'c>(
+        &self,
+        conn: &'c mut PgConnection,
+        batch: BatchId,
+    ) -> Result<Batch<'c, S>> {
+        self.inner.source.check_owner(&mut *conn, batch).await?;
+        let d = pgq_core::get_batch_info(&mut *conn, batch).await?;
+        let info = BatchInfo {
+            batch_id: batch,
+            cur_tick_id: d.tick_id,
+            prev_tick_id: d.prev_tick_id,
+            cur_tick_time: d.batch_end,
+            prev_tick_time: d.batch_start,
+            cur_tick_event_seq: d.seq_end,
+            prev_tick_event_seq: d.seq_start,
+        };
+        Batch::open(conn, info, self.inner.clone()).await
+    }
+
+    /// Make sure the dead-letter queue exists, creating it when configured to (`pgq_admin`).
+    pub async fn ensure_dead_letter_queue(&self) -> Result<()> {
+        let DeadLetterTarget::Queue(dlq) = &self.inner.config.dead_letter else {
+            return Ok(());
+        };
+        let pool = &self.inner.pool;
+        if pgq_core::queue_exists(pool, dlq).await? {
+            return Ok(());
+        }
+        if !self.inner.config.create_dead_letter_queue {
+            return Err(Error::Config(format!(
+                "the dead-letter queue {dlq} does not exist: create it (pgq_core::create_queue), \
+                 or let the consumer create it (create_dead_letter_queue(true), needs pgq_admin)"
+            )));
+        }
+        if pgq_core::create_queue(pool, dlq).await? {
+            tracing::info!(queue = %dlq, "dead-letter queue created");
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        self.register().await?;
+        self.ensure_dead_letter_queue().await?;
+        if self.inner.config.wakeups && !pgq_core::tick_trigger_installed(&self.inner.pool).await? {
+            tracing::warn!(
+                "the pgq.tick wakeup trigger is not installed (run pgq_core::install): consumers \
+                 wake only by polling every {:?}",
+                self.inner.config.poll_interval
+            );
+        }
+        Ok(())
+    }
+}

@@ -270,7 +270,7 @@ pub async fn get_batch_cursor(
     rows.op(OP).map_err(|e| batch_ctx(e, batch))
 }
 
-fn batch_ctx(e: Error, batch: BatchId) -> Error {
+pub(crate) fn batch_ctx(e: Error, batch: BatchId) -> Error {
     match e {
         Error::BatchNotFound { op, source, .. } => Error::BatchNotFound {
             op,
@@ -333,6 +333,34 @@ impl EventFilter {
     }
 }
 
+/// A batch's event query with `filter` applied: the SQL, and the five lists to bind as `$1..$5`
+/// (`None` when the filter is empty and the query has no parameters).
+pub(crate) fn filtered_batch_query<'f>(
+    batch_sql: &str,
+    filter: &'f EventFilter,
+) -> (String, Option<[&'f Vec<String>; 5]>) {
+    if filter.is_empty() {
+        return (batch_sql.to_owned(), None);
+    }
+    let wrapped = format!(
+        "select * from ({batch_sql}) ev where \
+         (cardinality($1::text[]) = 0 or ev.ev_type = any($1)) and \
+         (cardinality($2::text[]) = 0 or ev.ev_extra1 = any($2)) and \
+         (cardinality($3::text[]) = 0 or ev.ev_extra2 = any($3)) and \
+         (cardinality($4::text[]) = 0 or ev.ev_extra3 = any($4)) and \
+         (cardinality($5::text[]) = 0 or ev.ev_extra4 = any($5)) \
+         order by ev.ev_id"
+    );
+    let binds = [
+        &filter.ev_types,
+        &filter.extra1,
+        &filter.extra2,
+        &filter.extra3,
+        &filter.extra4,
+    ];
+    (wrapped, Some(binds))
+}
+
 /// Stream a batch's events with bounded memory, whatever the batch size.
 ///
 /// Runs the batch's event query (`pgq.batch_event_sql`) as one streaming statement on `conn`:
@@ -347,24 +375,11 @@ pub async fn stream_batch_events<'c>(
     filter: &EventFilter,
 ) -> Result<BoxStream<'c, Result<Event>>> {
     let sql = batch_event_sql(&mut *conn, batch).await?;
-    let q = if filter.is_empty() {
-        sqlx::query_as::<_, Event>(AssertSqlSafe(sql))
-    } else {
-        let wrapped = format!(
-            "select * from ({sql}) ev where \
-             (cardinality($1::text[]) = 0 or ev.ev_type = any($1)) and \
-             (cardinality($2::text[]) = 0 or ev.ev_extra1 = any($2)) and \
-             (cardinality($3::text[]) = 0 or ev.ev_extra2 = any($3)) and \
-             (cardinality($4::text[]) = 0 or ev.ev_extra3 = any($4)) and \
-             (cardinality($5::text[]) = 0 or ev.ev_extra4 = any($5))"
-        );
-        sqlx::query_as::<_, Event>(AssertSqlSafe(wrapped))
-            .bind(filter.ev_types.clone())
-            .bind(filter.extra1.clone())
-            .bind(filter.extra2.clone())
-            .bind(filter.extra3.clone())
-            .bind(filter.extra4.clone())
-    };
+    let (sql, binds) = filtered_batch_query(&sql, filter);
+    let mut q = sqlx::query_as::<_, Event>(AssertSqlSafe(sql));
+    for list in binds.into_iter().flatten() {
+        q = q.bind(list.clone());
+    }
     Ok(q.fetch(conn)
         .map_err(move |e| batch_ctx(Error::from_sqlx(e, EVENTS), batch))
         .boxed())

@@ -1,0 +1,392 @@
+//! `pgq queue ...`.
+
+use std::time::Duration;
+
+use pgq_core::sqlx::{Acquire, PgConnection};
+use pgq_core::{QueueConfig, QueueName};
+use serde::Serialize;
+
+use crate::cli::QueueCmd;
+use crate::error::{CliError, Names, sh};
+use crate::out::{self, ConfigView, ConsumerView, QueueView};
+use crate::{Ctx, conn};
+
+/// One `KEY=VALUE` of `pgq queue config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Setting {
+    TickerMaxCount(i32),
+    TickerMaxLag(Duration),
+    TickerIdlePeriod(Duration),
+    TickerPaused(bool),
+    RotationPeriod(Duration),
+    ExternalTicker(bool),
+    DisableInsert(bool),
+    PerTxLimit(Option<i32>),
+}
+
+const KEYS: &str = "ticker_max_count, ticker_max_lag, ticker_idle_period, ticker_paused, \
+                    rotation_period, external_ticker, disable_insert, per_tx_limit";
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(format!("{key} must be true or false, not {v:?}")),
+    }
+}
+
+fn parse_count(key: &str, v: &str) -> Result<i32, String> {
+    match v.parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{key} must be a whole number from 1 to 2147483647, not {v:?}"
+        )),
+    }
+}
+
+/// Parse `KEY=VALUE` (clap reports a bad one as a usage error).
+pub(crate) fn parse_setting(s: &str) -> Result<Setting, String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?} (keys: {KEYS})"))?;
+    let key = key.trim();
+    let value = value.trim();
+    let d = |v: &str| crate::cli::duration(v).map_err(|e| format!("{key}: {e}"));
+    Ok(match key {
+        "ticker_max_count" => Setting::TickerMaxCount(parse_count(key, value)?),
+        "ticker_max_lag" => Setting::TickerMaxLag(d(value)?),
+        "ticker_idle_period" => Setting::TickerIdlePeriod(d(value)?),
+        "ticker_paused" => Setting::TickerPaused(parse_bool(key, value)?),
+        "rotation_period" => {
+            let p = d(value)?;
+            if p.is_zero() {
+                return Err("rotation_period must be greater than zero".to_owned());
+            }
+            Setting::RotationPeriod(p)
+        }
+        "external_ticker" => Setting::ExternalTicker(parse_bool(key, value)?),
+        "disable_insert" => Setting::DisableInsert(parse_bool(key, value)?),
+        "per_tx_limit" => Setting::PerTxLimit(match value.to_ascii_lowercase().as_str() {
+            "none" | "null" | "unlimited" => None,
+            _ => Some(parse_count(key, value)?),
+        }),
+        _ => return Err(format!("unknown setting {key:?} (keys: {KEYS})")),
+    })
+}
+
+fn config_of(settings: &[Setting]) -> QueueConfig {
+    let mut c = QueueConfig::default();
+    for s in settings {
+        match *s {
+            Setting::TickerMaxCount(n) => c.ticker_max_count = Some(n),
+            Setting::TickerMaxLag(d) => c.ticker_max_lag = Some(d),
+            Setting::TickerIdlePeriod(d) => c.ticker_idle_period = Some(d),
+            Setting::TickerPaused(b) => c.ticker_paused = Some(b),
+            Setting::RotationPeriod(d) => c.rotation_period = Some(d),
+            Setting::ExternalTicker(b) => c.external_ticker = Some(b),
+            Setting::DisableInsert(b) => c.disable_insert = Some(b),
+            Setting::PerTxLimit(l) => c.per_tx_limit = Some(l),
+        }
+    }
+    c
+}
+
+#[derive(Serialize)]
+struct Done<'a> {
+    queue_name: &'a str,
+    action: &'a str,
+    changed: bool,
+}
+
+async fn done(
+    ctx: &Ctx,
+    queue: &QueueName,
+    action: &str,
+    changed: bool,
+    text: String,
+) -> Result<(), CliError> {
+    if ctx.json {
+        out::json(&Done {
+            queue_name: queue.as_str(),
+            action,
+            changed,
+        })
+    } else {
+        out::line(text)
+    }
+}
+
+/// Run a `pgq queue` command.
+pub(crate) async fn run(ctx: &Ctx, cmd: QueueCmd) -> Result<(), CliError> {
+    let mut db = ctx.connect().await?;
+    let result = run_on(ctx, &mut db, cmd).await;
+    conn::close(db).await;
+    result
+}
+
+async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: QueueCmd) -> Result<(), CliError> {
+    match cmd {
+        QueueCmd::Create {
+            name,
+            ticker_max_count,
+            ticker_max_lag,
+            ticker_idle_period,
+            rotation_period,
+            if_not_exists,
+        } => {
+            let config = QueueConfig {
+                ticker_max_count,
+                ticker_max_lag,
+                ticker_idle_period,
+                rotation_period,
+                ..Default::default()
+            };
+            let mut tx = db.begin().await.map_err(db_error)?;
+            let created = pgq_core::create_queue(&mut *tx, &name).await.queue(&name)?;
+            if !created {
+                if if_not_exists {
+                    return done(
+                        ctx,
+                        &name,
+                        "create",
+                        false,
+                        format!("queue {name:?} exists already (left unchanged)"),
+                    )
+                    .await;
+                }
+                return Err(CliError::Refused(format!(
+                    "queue {name:?} exists already: `pgq queue config {}` shows or changes its \
+                     settings (or pass --if-not-exists)",
+                    sh(name.as_str())
+                )));
+            }
+            if config != QueueConfig::default() {
+                pgq_core::set_queue_config(&mut tx, &name, &config)
+                    .await
+                    .queue(&name)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            done(
+                ctx,
+                &name,
+                "create",
+                true,
+                format!("created queue {name:?}"),
+            )
+            .await
+        }
+        QueueCmd::Drop { name, force } => {
+            let consumers = pgq_core::get_consumer_info_queue(&mut *db, &name).await?;
+            if !pgq_core::queue_exists(&mut *db, &name).await? {
+                return Err(pgq_not_found(&name));
+            }
+            if !consumers.is_empty() && !force {
+                let names: Vec<String> = consumers
+                    .iter()
+                    .map(|c| format!("{:?}", c.consumer_name))
+                    .collect();
+                return Err(CliError::Refused(format!(
+                    "queue {name:?} still has {} consumer(s): {}; unregister them with `pgq \
+                     consumer unregister {} NAME`, or drop anyway with `pgq queue drop {} --force` \
+                     (their unread events are lost)",
+                    consumers.len(),
+                    names.join(", "),
+                    sh(name.as_str()),
+                    sh(name.as_str())
+                )));
+            }
+            pgq_core::drop_queue(&mut *db, &name, force)
+                .await
+                .queue(&name)?;
+            done(ctx, &name, "drop", true, format!("dropped queue {name:?}")).await
+        }
+        QueueCmd::List => {
+            let queues = pgq_core::get_queue_info_all(&mut *db).await?;
+            let consumers = pgq_core::get_consumer_info_all(&mut *db).await?;
+            let views = QueueView::all(&queues, &consumers);
+            if ctx.json {
+                return out::json(&views);
+            }
+            if views.is_empty() {
+                return out::line("no queues: create one with `pgq queue create NAME`");
+            }
+            out::print_table(&queue_table(&views))
+        }
+        QueueCmd::Info { name } => {
+            let info = pgq_core::get_queue_info(&mut *db, &name)
+                .await
+                .queue(&name)?;
+            let config = pgq_core::get_queue_config(&mut *db, &name)
+                .await
+                .queue(&name)?;
+            let consumers = pgq_core::get_consumer_info_queue(&mut *db, &name).await?;
+            let retries = pgq_core::retry_queue_counts(&mut *db).await?;
+            let view = QueueView::new(&info, consumers.len());
+            let cviews = ConsumerView::group(&consumers, &retries);
+            if ctx.json {
+                #[derive(Serialize)]
+                struct InfoView {
+                    queue: QueueView,
+                    config: ConfigView,
+                    consumers: Vec<ConsumerView>,
+                }
+                return out::json(&InfoView {
+                    queue: view,
+                    config: ConfigView::new(name.as_str(), &config),
+                    consumers: cviews,
+                });
+            }
+            let mut t = out::plain_table();
+            t.add_row(["queue".to_owned(), info.queue_name.clone()]);
+            t.add_row(["state".to_owned(), view.state().to_owned()]);
+            t.add_row(["ticker lag".to_owned(), out::dur(info.ticker_lag)]);
+            t.add_row(["last tick".to_owned(), out::opt(info.last_tick_id)]);
+            t.add_row(["events/s".to_owned(), rate(info.ev_per_sec)]);
+            t.add_row(["new events".to_owned(), info.ev_new.to_string()]);
+            t.add_row([
+                "event tables".to_owned(),
+                format!("{} (current {})", info.queue_ntables, info.queue_cur_table),
+            ]);
+            t.add_row([
+                "last rotation".to_owned(),
+                out::time(info.queue_switch_time),
+            ]);
+            for (k, v) in ConfigView::rows(&config) {
+                t.add_row([k.to_owned(), v]);
+            }
+            out::print_table(&t)?;
+            out::line("")?;
+            if cviews.is_empty() {
+                out::line(format!(
+                    "no consumers: register one with `pgq consumer register {} NAME`",
+                    sh(name.as_str())
+                ))
+            } else {
+                let mut t = out::table(ConsumerView::headers(false));
+                for c in &cviews {
+                    c.add_rows(&mut t, false);
+                }
+                out::print_table(&t)
+            }
+        }
+        QueueCmd::Config { name, settings } => {
+            if !settings.is_empty() {
+                pgq_core::set_queue_config(&mut *db, &name, &config_of(&settings))
+                    .await
+                    .queue(&name)?;
+            }
+            let config = pgq_core::get_queue_config(&mut *db, &name)
+                .await
+                .queue(&name)?;
+            if ctx.json {
+                return out::json(&ConfigView::new(name.as_str(), &config));
+            }
+            let mut t = out::table(["setting", "value"]);
+            for (k, v) in ConfigView::rows(&config) {
+                t.add_row([k.to_owned(), v]);
+            }
+            out::print_table(&t)
+        }
+        QueueCmd::Pause { name } => {
+            pgq_core::pause_queue(&mut *db, &name).await.queue(&name)?;
+            done(
+                ctx,
+                &name,
+                "pause",
+                true,
+                format!(
+                    "paused queue {name:?}: no new batches until `pgq queue resume {}`",
+                    sh(name.as_str())
+                ),
+            )
+            .await
+        }
+        QueueCmd::Resume { name } => {
+            pgq_core::resume_queue(&mut *db, &name).await.queue(&name)?;
+            done(
+                ctx,
+                &name,
+                "resume",
+                true,
+                format!("resumed queue {name:?}"),
+            )
+            .await
+        }
+    }
+}
+
+/// Events per second for people.
+pub(crate) fn rate(r: Option<f64>) -> String {
+    r.map_or("-".to_owned(), |r| format!("{r:.1}"))
+}
+
+/// The queue table of `queue list` and `status`.
+pub(crate) fn queue_table(views: &[QueueView]) -> comfy_table::Table {
+    let mut t = out::table([
+        "queue",
+        "state",
+        "ticker lag",
+        "last tick",
+        "events/s",
+        "new events",
+        "consumers",
+    ]);
+    for v in views {
+        t.add_row([
+            v.queue_name.clone(),
+            v.state().to_owned(),
+            out::dur(v.ticker_lag),
+            out::opt(v.last_tick_id),
+            rate(v.ev_per_sec),
+            v.ev_new.to_string(),
+            v.consumers.to_string(),
+        ]);
+    }
+    t
+}
+
+/// A queue-not-found error for `queue`.
+pub(crate) fn pgq_not_found(queue: &QueueName) -> CliError {
+    CliError::Pgq {
+        source: Box::new(pgq_core::Error::QueueNotFound {
+            op: "queue",
+            queue: Some(queue.to_string()),
+            source: None,
+        }),
+        queue: Some(queue.to_string()),
+        consumer: None,
+    }
+}
+
+/// A database error outside a core call (beginning or committing a transaction).
+pub(crate) fn db_error(e: pgq_core::sqlx::Error) -> CliError {
+    CliError::Pgq {
+        source: Box::new(pgq_core::Error::Database {
+            op: "transaction",
+            source: e,
+        }),
+        queue: None,
+        consumer: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse() {
+        assert_eq!(
+            parse_setting("ticker_max_lag=500ms"),
+            Ok(Setting::TickerMaxLag(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            parse_setting("per_tx_limit=none"),
+            Ok(Setting::PerTxLimit(None))
+        );
+        assert!(parse_setting("ticker_max_count=0").is_err());
+        assert!(parse_setting("bogus=1").is_err());
+        assert!(parse_setting("ticker_max_lag=soon").is_err());
+        assert!(parse_setting("novalue").is_err());
+    }
+}

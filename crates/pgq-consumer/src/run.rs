@@ -1,0 +1,310 @@
+//! The run loop: wait for batches, hand their events to a handler, retry or dead-letter failures,
+//! finish; recover from database errors with capped backoff; stop cleanly on shutdown.
+
+use std::future::Future;
+
+use pgq_core::sqlx::PgConnection;
+use pgq_core::{BatchInfo, Event};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::batch::Batch;
+use crate::config::{Delivery, Shutdown};
+use crate::error::{Error, Result};
+use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
+use crate::source::BatchSource;
+use crate::wakeup::{Wake, Wakeups, sleep_or_cancel};
+use crate::Consumer;
+
+/// How a batch ended.
+enum Processed {
+    Finished,
+    /// Rolled back because of shutdown; it will be delivered again.
+    Abandoned,
+}
+
+/// What one round of the loop did.
+enum Round {
+    Batch,
+    Idle,
+    Stopped,
+}
+
+/// Processes one batch; the per-event and per-batch handler forms are two drivers.
+trait Driver<S: BatchSource>: Send + Sync {
+    fn process(
+        &self,
+        consumer: &Consumer<S>,
+        conn: &mut PgConnection,
+        info: BatchInfo,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = Result<Processed>> + Send;
+}
+
+struct EventDriver<H>(H);
+struct BatchDriver<H>(H);
+
+fn abandon_now<S: BatchSource>(consumer: &Consumer<S>, shutdown: &CancellationToken) -> bool {
+    consumer.inner.config.shutdown == Shutdown::Abandon && shutdown.is_cancelled()
+}
+
+impl<S: BatchSource, H: Handler> Driver<S> for EventDriver<H> {
+    async fn process(
+        &self,
+        consumer: &Consumer<S>,
+        conn: &mut PgConnection,
+        info: BatchInfo,
+        shutdown: &CancellationToken,
+    ) -> Result<Processed> {
+        let mut batch = Batch::open(conn, info.clone(), consumer.inner.clone()).await?;
+        let span = batch.span().clone();
+        let exactly_once = consumer.inner.config.delivery == Delivery::ExactlyOnce;
+        async move {
+            loop {
+                let chunk = batch.next_chunk().await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let failed = if exactly_once {
+                    handle_chunk_in_tx(&self.0, consumer, &mut batch, &info, &chunk, shutdown)
+                        .await?
+                } else {
+                    handle_chunk(&self.0, consumer, &info, &chunk, shutdown).await
+                };
+                let Some(failed) = failed else {
+                    batch.abandon().await?;
+                    return Ok(Processed::Abandoned);
+                };
+                for (i, err) in &failed {
+                    batch.fail_event(&chunk[*i], err).await?;
+                }
+            }
+            batch.finish().await?;
+            Ok(Processed::Finished)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// At-least-once: call the handler for each event; returns the failures (`None`: abandon).
+async fn handle_chunk<S: BatchSource, H: Handler>(
+    handler: &H,
+    consumer: &Consumer<S>,
+    info: &BatchInfo,
+    chunk: &[Event],
+    shutdown: &CancellationToken,
+) -> Option<Vec<(usize, HandlerError)>> {
+    let mut failed = Vec::new();
+    for (i, ev) in chunk.iter().enumerate() {
+        if abandon_now(consumer, shutdown) {
+            return None;
+        }
+        let mut ctx = EventContext {
+            conn: None,
+            batch: info,
+        };
+        if let Err(e) = handler.handle(ev, &mut ctx).await {
+            failed.push((i, e));
+        }
+    }
+    Some(failed)
+}
+
+/// Exactly-once: the chunk runs in a savepoint of the batch's transaction; when an event fails,
+/// the savepoint is rolled back and the chunk replayed without it, so a failed handler leaves no
+/// writes behind. Returns the failures (`None`: abandon).
+async fn handle_chunk_in_tx<S: BatchSource, H: Handler>(
+    handler: &H,
+    consumer: &Consumer<S>,
+    batch: &mut Batch<'_, S>,
+    info: &BatchInfo,
+    chunk: &[Event],
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<(usize, HandlerError)>>> {
+    use pgq_core::sqlx::Connection;
+    let mut failed: Vec<(usize, HandlerError)> = Vec::new();
+    'attempt: loop {
+        let mut sp = batch.conn().begin().await?;
+        for (i, ev) in chunk.iter().enumerate() {
+            if failed.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            if abandon_now(consumer, shutdown) {
+                return Ok(None);
+            }
+            let mut ctx = EventContext {
+                conn: Some(&mut *sp),
+                batch: info,
+            };
+            if let Err(e) = handler.handle(ev, &mut ctx).await {
+                sp.rollback().await?;
+                failed.push((i, e));
+                continue 'attempt;
+            }
+        }
+        sp.commit().await?;
+        return Ok(Some(failed));
+    }
+}
+
+impl<S: BatchSource, H: BatchHandler<S>> Driver<S> for BatchDriver<H> {
+    async fn process(
+        &self,
+        consumer: &Consumer<S>,
+        conn: &mut PgConnection,
+        info: BatchInfo,
+        shutdown: &CancellationToken,
+    ) -> Result<Processed> {
+        let mut batch = Batch::open(&mut *conn, info.clone(), consumer.inner.clone()).await?;
+        if abandon_now(consumer, shutdown) {
+            batch.abandon().await?;
+            return Ok(Processed::Abandoned);
+        }
+        let span = batch.span().clone();
+        let outcome = self.0.handle_batch(&mut batch).instrument(span.clone()).await;
+        let err = match outcome {
+            Ok(()) if batch.can_finish() => {
+                batch.finish().await?;
+                return Ok(Processed::Finished);
+            }
+            Ok(()) => HandlerError::new(Error::NotFullyRead {
+                batch: batch.id(),
+                read: batch.events_read(),
+            }),
+            Err(e) => e,
+        };
+        span.in_scope(|| tracing::warn!(error = %err, "batch handler failed; retrying its events"));
+        batch.abandon().await?;
+        // Retry (or dead-letter) every event of the batch, then finish it.
+        let mut batch = Batch::open(conn, info, consumer.inner.clone()).await?;
+        async move {
+            loop {
+                let chunk = batch.next_chunk().await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for ev in &chunk {
+                    batch.fail_event(ev, &err).await?;
+                }
+            }
+            batch.finish().await?;
+            Ok(Processed::Finished)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl<S: BatchSource> Consumer<S> {
+    /// Run the consumer with a per-event handler until `shutdown` is cancelled.
+    ///
+    /// - Registers the consumer if needed (see [`crate::Registration`]) and creates the
+    ///   dead-letter queue if configured.
+    /// - Waits for batches: woken within milliseconds by tick notifications, polling every
+    ///   `poll_interval` as the fallback.
+    /// - A failed event is retried with backoff through pgq's retry queue; after `max_retries` it
+    ///   goes to the dead-letter destination.
+    /// - Database errors (lost connection, server restart) are logged and retried with capped
+    ///   exponential backoff on a fresh connection; the batch in progress is rolled back and comes
+    ///   again. Errors that waiting cannot fix (queue or consumer missing, permission denied,
+    ///   configuration) end the loop with `Err`.
+    /// - On shutdown, the batch in progress is finished (or, with [`Shutdown::Abandon`], rolled
+    ///   back for redelivery) and the loop returns `Ok(())`. A batch is never half-finished.
+    pub async fn run<H: Handler>(&self, handler: H, shutdown: CancellationToken) -> Result<()> {
+        self.run_loop(&EventDriver(handler), &shutdown).await
+    }
+
+    /// Run the consumer with a per-batch handler until `shutdown` is cancelled; see
+    /// [`Consumer::run`] and [`BatchHandler`].
+    pub async fn run_batches<H: BatchHandler<S>>(
+        &self,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        self.run_loop(&BatchDriver(handler), &shutdown).await
+    }
+
+    async fn run_loop<D: Driver<S>>(&self, driver: &D, shutdown: &CancellationToken) -> Result<()> {
+        let cfg = &self.inner.config;
+        let queue = self.inner.source.queue();
+        let consumer = self.inner.source.consumer().as_str();
+        let mut failures = 0u32;
+        loop {
+            match self.prepare().await {
+                Ok(()) => break,
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(queue = %queue, consumer, error = %e, "consumer setup failed; retrying");
+                    crate::metrics::error(queue.as_str(), consumer);
+                    if sleep_or_cancel(cfg.reconnect.delay(failures), shutdown).await {
+                        return Ok(());
+                    }
+                    failures = failures.saturating_add(1);
+                }
+            }
+        }
+        let wakeups = Wakeups::start(
+            &self.inner.pool,
+            queue,
+            consumer,
+            cfg.wakeups,
+            cfg.reconnect,
+            shutdown,
+        );
+        failures = 0;
+        let result = loop {
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+            match self.round(driver, shutdown).await {
+                Ok(Round::Batch) => failures = 0,
+                Ok(Round::Idle) => {
+                    failures = 0;
+                    if wakeups.wait(cfg.poll_interval, shutdown).await == Wake::Shutdown {
+                        break Ok(());
+                    }
+                }
+                Ok(Round::Stopped) => break Ok(()),
+                Err(e) if e.is_fatal() => break Err(e),
+                Err(e) => {
+                    let delay = cfg.reconnect.delay(failures);
+                    tracing::warn!(
+                        queue = %queue,
+                        consumer,
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "consumer error; backing off"
+                    );
+                    crate::metrics::error(queue.as_str(), consumer);
+                    if sleep_or_cancel(delay, shutdown).await {
+                        break Ok(());
+                    }
+                    failures = failures.saturating_add(1);
+                }
+            }
+        };
+        wakeups.stop().await;
+        result
+    }
+
+    async fn round<D: Driver<S>>(&self, driver: &D, shutdown: &CancellationToken) -> Result<Round> {
+        let mut conn = self.inner.pool.acquire().await?;
+        let result = async {
+            let tuning = self.inner.config.tuning;
+            let Some(info) = self.inner.source.next_batch(&mut conn, tuning).await? else {
+                return Ok(Round::Idle);
+            };
+            match driver.process(self, &mut conn, info, shutdown).await? {
+                Processed::Finished => Ok(Round::Batch),
+                Processed::Abandoned => Ok(Round::Stopped),
+            }
+        }
+        .await;
+        if result.is_err() {
+            // Its state is unknown (broken, or mid-transaction): do not reuse it.
+            conn.close_on_drop();
+        }
+        result
+    }
+}

@@ -1,0 +1,147 @@
+//! Where batches come from: the [`BatchSource`] abstraction and the plain [`Subscription`].
+//!
+//! The batch, handler, retry and run-loop machinery only needs a source to hand out the next
+//! batch and to finish it; reading events and retrying them are the same pgq operations for every
+//! kind of consumer. A cooperative group member is another source.
+
+use std::future::Future;
+
+use pgq_core::sqlx::{PgConnection, PgPool};
+use pgq_core::{BatchId, BatchInfo, BatchTuning, ConsumerName, QueueName};
+
+use crate::config::Registration;
+use crate::error::{Error, Result};
+
+/// A source of batches for one consumer identity on one queue.
+pub trait BatchSource: Send + Sync + 'static {
+    /// The queue the batches come from.
+    fn queue(&self) -> &QueueName;
+
+    /// The consumer name that holds the batches in `pgq.subscription` (for a cooperative member,
+    /// its `group.member` name).
+    fn consumer(&self) -> &ConsumerName;
+
+    /// The next batch, or `None` when there is none yet. Until finished, the same batch is
+    /// returned again.
+    fn next_batch(
+        &self,
+        conn: &mut PgConnection,
+        tuning: BatchTuning,
+    ) -> impl Future<Output = pgq_core::Result<Option<BatchInfo>>> + Send;
+
+    /// Register this consumer identity if it is not registered yet, where `registration` says;
+    /// `true` when it registered now.
+    fn register(
+        &self,
+        pool: &PgPool,
+        registration: &Registration,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Unregister this consumer identity.
+    fn unregister(&self, pool: &PgPool) -> impl Future<Output = Result<()>> + Send;
+
+    /// Finish a batch (inside the batch's transaction).
+    fn finish_batch(
+        &self,
+        conn: &mut PgConnection,
+        batch: BatchId,
+    ) -> impl Future<Output = pgq_core::Result<()>> + Send;
+
+    /// Check that `batch` is held by this source's consumer on its queue:
+    /// [`Error::ForeignBatch`] when another consumer holds it, `BatchNotFound` when nobody does.
+    fn check_owner(
+        &self,
+        conn: &mut PgConnection,
+        batch: BatchId,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            match pgq_core::batch_owner(&mut *conn, batch).await? {
+                Some((q, c)) if q == self.queue().as_str() && c == self.consumer().as_str() => {
+                    Ok(())
+                }
+                Some((q, c)) => Err(Error::ForeignBatch {
+                    batch,
+                    queue: self.queue().to_string(),
+                    consumer: self.consumer().to_string(),
+                    owner_queue: q,
+                    owner_consumer: c,
+                }),
+                None => Err(Error::Core(pgq_core::Error::BatchNotFound {
+                    op: "check_owner",
+                    batch: batch.get(),
+                    source: None,
+                })),
+            }
+        }
+    }
+}
+
+/// A plain (non-cooperative) pgq subscription: `pgq.next_batch_custom` / `pgq.finish_batch`.
+/// Needs `pgq_reader`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    queue: QueueName,
+    consumer: ConsumerName,
+}
+
+impl Subscription {
+    /// The subscription of `consumer` on `queue`.
+    pub fn new(queue: QueueName, consumer: ConsumerName) -> Self {
+        Subscription { queue, consumer }
+    }
+}
+
+impl BatchSource for Subscription {
+    fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    fn consumer(&self) -> &ConsumerName {
+        &self.consumer
+    }
+
+    async fn next_batch(
+        &self,
+        conn: &mut PgConnection,
+        tuning: BatchTuning,
+    ) -> pgq_core::Result<Option<BatchInfo>> {
+        pgq_core::next_batch_custom(conn, &self.queue, &self.consumer, tuning).await
+    }
+
+    async fn register(&self, pool: &PgPool, registration: &Registration) -> Result<bool> {
+        let (q, c) = (&self.queue, &self.consumer);
+        if *registration == Registration::Existing
+            || pgq_core::get_consumer_info(pool, q, c).await?.is_some()
+        {
+            return Ok(false);
+        }
+        let newly = match registration {
+            Registration::AtTick(tick) => {
+                pgq_core::register_consumer_at(pool, q, c, *tick).await?
+            }
+            Registration::AtConsumer(other) => {
+                let tick = pgq_core::get_consumer_info(pool, q, other)
+                    .await?
+                    .and_then(|i| i.last_tick)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "cannot register {c} at the position of consumer {other}: it is not \
+                             registered on queue {q}"
+                        ))
+                    })?;
+                pgq_core::register_consumer_at(pool, q, c, tick).await?
+            }
+            _ => pgq_core::register_consumer(pool, q, c).await?,
+        };
+        Ok(newly)
+    }
+
+    async fn unregister(&self, pool: &PgPool) -> Result<()> {
+        pgq_core::unregister_consumer(pool, &self.queue, &self.consumer).await?;
+        Ok(())
+    }
+
+    async fn finish_batch(&self, conn: &mut PgConnection, batch: BatchId) -> pgq_core::Result<()> {
+        pgq_core::finish_batch(conn, batch).await
+    }
+}

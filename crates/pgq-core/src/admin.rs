@@ -1,0 +1,118 @@
+//! Operator queries: what an administrator (the `pgq` CLI, a dashboard) asks about the state of
+//! the queues beyond pgq's own information functions — who holds back table rotation, how many
+//! events wait in the retry queue, which pgq role the session has.
+//!
+//! Roles: none of these needs a pgq role (pgq grants `SELECT` on its bookkeeping tables to
+//! everyone).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::error::{Op, PgqRole, Result, ResultExt};
+use crate::types::{TickId, opt_interval};
+
+const ADMIN_INFO: Op = Op::public("admin_info");
+
+/// A consumer that keeps its queue from rotating its event tables.
+///
+/// pgq rotates a queue's tables (TRUNCATE of the oldest one) only when every consumer has moved
+/// past the previous rotation; until the slowest consumer catches up, event tables grow.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotationBlocker {
+    /// Queue name.
+    pub queue_name: String,
+    /// Consumer name.
+    pub consumer_name: String,
+    /// The consumer's last finished tick.
+    pub last_tick_id: TickId,
+    /// Time of that tick: how far back the consumer is.
+    pub last_tick_time: DateTime<Utc>,
+    /// How long the rotation is overdue (now minus last rotation minus the rotation period).
+    pub overdue: Duration,
+}
+
+/// Consumers holding back a due table rotation, ordered by queue and consumer: the queue's
+/// rotation period has passed, and the consumer's position still lies in the table that rotation
+/// would truncate (the same test `pgq.maint_rotate_tables_step1` makes). Needs no pgq role.
+pub async fn rotation_blockers<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RotationBlocker>> {
+    let rows = sqlx::query!(
+        r#"select q.queue_name, c.co_name, t.tick_id, t.tick_time,
+                  now() - q.queue_switch_time - q.queue_rotation_period as "overdue!"
+           from pgq.queue q
+           join pgq.subscription s on s.sub_queue = q.queue_id
+           join pgq.consumer c on c.co_id = s.sub_consumer
+           join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = s.sub_last_tick
+           where q.queue_rotation_period is not null
+             and q.queue_switch_step2 is not null
+             and q.queue_switch_time + q.queue_rotation_period < now()
+             and txid_snapshot_xmin(t.tick_snapshot) <= q.queue_switch_step2
+           order by q.queue_name, c.co_name"#
+    )
+    .fetch_all(ex)
+    .await
+    .op(ADMIN_INFO)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RotationBlocker {
+            queue_name: r.queue_name,
+            consumer_name: r.co_name,
+            last_tick_id: TickId(r.tick_id),
+            last_tick_time: r.tick_time,
+            overdue: opt_interval(Some(r.overdue)),
+        })
+        .collect())
+}
+
+/// Events waiting in one consumer's retry queue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RetryCount {
+    /// Queue name.
+    pub queue_name: String,
+    /// Consumer name.
+    pub consumer_name: String,
+    /// Events in `pgq.retry_queue` for this subscription.
+    pub events: i64,
+    /// When the earliest of them is due back (`pgq.maint_retry_events` moves it then).
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Events in the retry queue per consumer (only consumers that have some), ordered by queue and
+/// consumer. Needs no pgq role.
+pub async fn retry_queue_counts<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RetryCount>> {
+    let rows = sqlx::query!(
+        r#"select q.queue_name, c.co_name, count(*) as "events!", min(r.ev_retry_after) as next_due
+           from pgq.retry_queue r
+           join pgq.subscription s on s.sub_id = r.ev_owner
+           join pgq.queue q on q.queue_id = s.sub_queue
+           join pgq.consumer c on c.co_id = s.sub_consumer
+           group by q.queue_name, c.co_name
+           order by q.queue_name, c.co_name"#
+    )
+    .fetch_all(ex)
+    .await
+    .op(ADMIN_INFO)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RetryCount {
+            queue_name: r.queue_name,
+            consumer_name: r.co_name,
+            events: r.events,
+            next_due: r.next_due,
+        })
+        .collect())
+}
+
+/// Whether the session's role has the privileges of a pgq role (membership, or superuser).
+/// `false` when the role does not exist (pgq is not installed). Needs no pgq role.
+pub async fn has_pgq_role<'e>(ex: impl PgExecutor<'e>, role: PgqRole) -> Result<bool> {
+    sqlx::query_scalar!(
+        r#"select coalesce((select pg_has_role(current_user, r.oid, 'usage')
+                            from pg_roles r where r.rolname = $1), false) as "has!""#,
+        role.as_str()
+    )
+    .fetch_one(ex)
+    .await
+    .op(ADMIN_INFO)
+}

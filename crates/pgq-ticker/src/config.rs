@@ -1,0 +1,895 @@
+//! Configuration: command-line flags, a TOML file, or a pgqd.ini read as is.
+//!
+//! Precedence: built-in defaults (pgqd's), then the config file, then flags. Databases come from
+//! `--db` (repeatable), the config file (`database_list` on `base_connstr`, discovery from
+//! `initial_database`, or TOML `databases` URLs), else `DATABASE_URL`, else libpq's `PG*`
+//! variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, ...).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use crate::error::{Error, Result};
+
+/// The `application_name` the ticker's sessions use (also how another ticker recognises them).
+pub const APPLICATION_NAME: &str = "pgq-ticker";
+
+/// Command-line arguments of the `pgq-ticker` binary.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "pgq-ticker",
+    version,
+    about = "Ticker and maintenance daemon for PgQ (a pgqd replacement)",
+    long_about = "Ticks every PgQ queue, runs rotation, vacuum and retry maintenance, on one or \
+                  many databases. Reads pgqd.ini as is, or a TOML file. SIGHUP reloads the \
+                  configuration; SIGTERM/SIGINT stop cleanly.\n\nDurations are seconds (`0.5`) \
+                  or humantime (`500ms`, `2m`)."
+)]
+pub struct Args {
+    /// Config file: a pgqd.ini (with a [pgqd] section, read as is) or a TOML file.
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A database to tick (URL or libpq "key=value" string); repeat for several.
+    #[arg(long = "db", value_name = "URL")]
+    pub db: Vec<String>,
+    /// Tick every database with pgq on the server of --db/DATABASE_URL/PG* (found through that
+    /// database), like pgqd without database_list.
+    #[arg(long)]
+    pub discover: bool,
+    /// How often to run the ticker (pgqd: ticker_period; default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub ticker_period: Option<Duration>,
+    /// How often to move due retry events back (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub retry_period: Option<Duration>,
+    /// How often to run maintenance: rotation, vacuum (default 120s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub maint_period: Option<Duration>,
+    /// How often to look for new or dropped databases (default 60s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub check_period: Option<Duration>,
+    /// How often to log the stats line and refresh queue metrics (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub stats_period: Option<Duration>,
+    /// Reconnect sessions older than this (default 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub connection_lifetime: Option<Duration>,
+    /// How often queues with ticker_max_lag = 0 are checked for new events (default 2ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub fast_poll: Option<Duration>,
+    /// Serve Prometheus /metrics and /health on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log to this file instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
+    /// Write the process id to this file (refused when it names a running process).
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Exit with a non-zero status when a database stays unreachable this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub exit_after_failure: Option<Duration>,
+    /// Check the configuration, print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log only warnings and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How often the ticker does what (pgqd's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Periods {
+    /// `pgq.ticker()` period (default 1 s).
+    pub ticker: Duration,
+    /// Retry mover period (default 30 s).
+    pub retry: Duration,
+    /// Maintenance period (default 120 s).
+    pub maint: Duration,
+    /// Database discovery period; also how often a database without pgq is looked at again
+    /// (default 60 s).
+    pub check: Duration,
+    /// Stats line and metrics refresh period (default 30 s).
+    pub stats: Duration,
+    /// Sessions are reconnected after this long (default 1 h).
+    pub connection_lifetime: Duration,
+    /// Fast-tick poll period for `ticker_max_lag = 0` queues (default 2 ms).
+    pub fast_poll: Duration,
+}
+
+impl Default for Periods {
+    fn default() -> Self {
+        Periods {
+            ticker: Duration::from_secs(1),
+            retry: Duration::from_secs(30),
+            maint: Duration::from_secs(120),
+            check: Duration::from_secs(60),
+            stats: Duration::from_secs(30),
+            connection_lifetime: Duration::from_secs(3600),
+            fast_poll: Duration::from_millis(2),
+        }
+    }
+}
+
+/// One database to tick.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// Stable label (`host:port/dbname`), used in logs, metrics and health.
+    pub label: String,
+    /// How to connect.
+    pub options: PgConnectOptions,
+}
+
+/// A server whose databases are discovered (every database that accepts connections; those
+/// without pgq are looked at again every check period).
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Connection options without a database.
+    pub base: PgConnectOptions,
+    /// The database to connect to for listing the others (pgqd: `initial_database`).
+    pub initial_database: String,
+}
+
+impl Discovery {
+    /// The [`Database`] entry for database `name` on this server.
+    pub fn database(&self, name: &str) -> Database {
+        database_entry(self.base.clone().database(name))
+    }
+}
+
+fn database_entry(options: PgConnectOptions) -> Database {
+    let label = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    );
+    Database { label, options }
+}
+
+/// The complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Databases named explicitly.
+    pub databases: Vec<Database>,
+    /// Servers whose databases are discovered.
+    pub discover: Vec<Discovery>,
+    /// Periods.
+    pub periods: Periods,
+    /// `statement_timeout` of the ticking session (default 30 s).
+    pub tick_statement_timeout: Duration,
+    /// `statement_timeout` of the maintenance session (default 15 min; VACUUM can be slow).
+    pub maint_statement_timeout: Duration,
+    /// How often a standby retries the ticker lock (default 1 s).
+    pub standby_retry: Duration,
+    /// Pid file.
+    pub pidfile: Option<PathBuf>,
+    /// Log file (stderr when `None`).
+    pub logfile: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Address of the metrics/health endpoint.
+    pub http: Option<SocketAddr>,
+    /// Exit when a database stays unreachable this long.
+    pub exit_after_failure: Option<Duration>,
+    /// Notes about accepted-but-ignored settings (e.g. pgqd's `syslog`), logged at startup.
+    pub notes: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            databases: Vec::new(),
+            discover: Vec::new(),
+            periods: Periods::default(),
+            tick_statement_timeout: Duration::from_secs(30),
+            maint_statement_timeout: Duration::from_secs(15 * 60),
+            standby_retry: Duration::from_secs(1),
+            pidfile: None,
+            logfile: None,
+            log_format: LogFormat::Text,
+            http: None,
+            exit_after_failure: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// A duration in a file: seconds as a number, or a string (`"0.5"`, `"500ms"`, `"2m"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileDuration {
+    Secs(f64),
+    Text(String),
+}
+
+/// A list in a file: a TOML array, or pgqd's comma/space separated string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl FileList {
+    fn items(&self) -> Vec<String> {
+        match self {
+            FileList::List(v) => v.iter().map(|s| s.trim().to_owned()).collect(),
+            FileList::Text(s) => split_word_list(s),
+        }
+    }
+}
+
+/// One server section of a TOML file (`[[servers]]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    base_connstr: Option<String>,
+    initial_database: Option<String>,
+    database_list: Option<FileList>,
+}
+
+/// Everything a config file can say (pgqd.ini keys, and TOML extras).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(flatten)]
+    server: FileServer,
+    servers: Option<Vec<FileServer>>,
+    databases: Option<Vec<String>>,
+    ticker_period: Option<FileDuration>,
+    retry_period: Option<FileDuration>,
+    maint_period: Option<FileDuration>,
+    check_period: Option<FileDuration>,
+    stats_period: Option<FileDuration>,
+    connection_lifetime: Option<FileDuration>,
+    fast_poll: Option<FileDuration>,
+    tick_statement_timeout: Option<FileDuration>,
+    maint_statement_timeout: Option<FileDuration>,
+    exit_after_failure: Option<FileDuration>,
+    pidfile: Option<String>,
+    logfile: Option<String>,
+    log_format: Option<LogFormat>,
+    http: Option<String>,
+    syslog: Option<toml::Value>,
+    syslog_ident: Option<String>,
+    syslog_facility: Option<String>,
+    /// Read from a pgqd.ini: no database keys means "discover on the default server", as in pgqd.
+    #[serde(skip)]
+    pgqd_ini: bool,
+}
+
+/// The keys of pgqd's `[pgqd]` section (all accepted, with pgqd's meaning).
+pub const PGQD_INI_KEYS: &[&str] = &[
+    "logfile",
+    "pidfile",
+    "initial_database",
+    "base_connstr",
+    "database_list",
+    "syslog",
+    "syslog_ident",
+    "syslog_facility",
+    "check_period",
+    "maint_period",
+    "retry_period",
+    "ticker_period",
+    "stats_period",
+    "connection_lifetime",
+];
+
+/// Keys of old skytools-style configs that pgqd ignores; accepted and ignored.
+const IGNORED_INI_KEYS: &[&str] = &["job_name", "script", "verbose"];
+
+impl Config {
+    /// Build the configuration from command-line arguments: read the config file they name (if
+    /// any), apply flags, resolve databases (falling back to `DATABASE_URL`, then `PG*`
+    /// variables) and validate everything.
+    pub fn from_args(args: &Args) -> Result<Config> {
+        let file = match &args.config {
+            Some(path) => Some(read_config_file(path)?),
+            None => None,
+        };
+        let mut cfg = Config::default();
+        let origin = args.config.as_ref().map(|p| p.display().to_string());
+        if let Some(file) = &file {
+            apply_file(&mut cfg, file, origin.as_deref())?;
+        }
+        apply_args(&mut cfg, args)?;
+        if cfg.databases.is_empty() && cfg.discover.is_empty() {
+            let options = default_options()?;
+            if args.discover {
+                cfg.discover.push(discovery_from(options));
+            } else {
+                cfg.databases.push(database_entry(options));
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check invariants (positive periods, sensible fast poll).
+    pub fn validate(&self) -> Result<()> {
+        let p = &self.periods;
+        for (name, d) in [
+            ("ticker_period", p.ticker),
+            ("retry_period", p.retry),
+            ("maint_period", p.maint),
+            ("check_period", p.check),
+            ("stats_period", p.stats),
+            ("connection_lifetime", p.connection_lifetime),
+            ("fast_poll", p.fast_poll),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(Error::config(
+                    Some(name.to_owned()),
+                    format!(
+                        "{name} must be at least 1ms (got {})",
+                        humantime::format_duration(d)
+                    ),
+                ));
+            }
+        }
+        if self.databases.is_empty() && self.discover.is_empty() {
+            return Err(Error::config(
+                None,
+                "no database to tick: pass --db URL, set DATABASE_URL or PGDATABASE, or give a config file",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A readable summary (for `--check-config` and the startup log).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for d in &self.databases {
+            s.push_str(&format!("database {}\n", d.label));
+        }
+        for d in &self.discover {
+            s.push_str(&format!(
+                "discover databases on {}:{} via {}\n",
+                d.base.get_host(),
+                d.base.get_port(),
+                d.initial_database
+            ));
+        }
+        let p = &self.periods;
+        let f = |d: Duration| humantime::format_duration(d).to_string();
+        s.push_str(&format!(
+            "ticker_period {} retry_period {} maint_period {} check_period {} stats_period {} \
+             connection_lifetime {} fast_poll {}\n",
+            f(p.ticker),
+            f(p.retry),
+            f(p.maint),
+            f(p.check),
+            f(p.stats),
+            f(p.connection_lifetime),
+            f(p.fast_poll)
+        ));
+        if let Some(h) = self.http {
+            s.push_str(&format!("http {h}\n"));
+        }
+        s
+    }
+}
+
+fn read_config_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what: format!("could not read config file {}", path.display()),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    if !is_toml && looks_like_ini(&text) {
+        parse_pgqd_ini(&text, &origin)
+    } else {
+        toml::from_str(&text).map_err(|e| Error::config(Some(origin), e.to_string()))
+    }
+}
+
+fn looks_like_ini(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .is_some_and(|l| l.starts_with('[') && !l.starts_with("[["))
+}
+
+/// Parse a pgqd.ini: a `[pgqd]` section of `key = value` lines (`#` and `;` start comments).
+/// Every key pgqd knows is accepted with the same meaning; unknown keys and other sections are
+/// errors, as in pgqd.
+pub fn parse_pgqd_ini_keys(text: &str, origin: &str) -> Result<BTreeMap<String, String>> {
+    let mut section: Option<String> = None;
+    let mut out = BTreeMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let at = || Some(format!("{origin}:{}", i + 1));
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| Error::config(at(), format!("bad section header {line:?}")))?
+                .trim();
+            if name != "pgqd" {
+                return Err(Error::config(
+                    at(),
+                    format!("unknown section [{name}]: a pgqd.ini has only [pgqd]"),
+                ));
+            }
+            section = Some(name.to_owned());
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Error::config(
+                at(),
+                format!("expected `key = value`, got {line:?}"),
+            ));
+        };
+        if section.is_none() {
+            return Err(Error::config(at(), "setting outside the [pgqd] section"));
+        }
+        let key = key.trim().to_ascii_lowercase();
+        if !PGQD_INI_KEYS.contains(&key.as_str()) && !IGNORED_INI_KEYS.contains(&key.as_str()) {
+            return Err(Error::config(
+                at(),
+                format!(
+                    "unknown key {key:?}; pgqd.ini keys are: {}",
+                    PGQD_INI_KEYS.join(", ")
+                ),
+            ));
+        }
+        out.insert(key, value.trim().to_owned());
+    }
+    if section.is_none() {
+        return Err(Error::config(Some(origin.to_owned()), "no [pgqd] section"));
+    }
+    Ok(out)
+}
+
+fn parse_pgqd_ini(text: &str, origin: &str) -> Result<FileConfig> {
+    let keys = parse_pgqd_ini_keys(text, origin)?;
+    let mut f = FileConfig {
+        pgqd_ini: true,
+        ..FileConfig::default()
+    };
+    for (key, value) in keys {
+        let dur = || Some(FileDuration::Text(value.clone()));
+        let text = || Some(value.clone());
+        match key.as_str() {
+            "logfile" => f.logfile = text().filter(|v| !v.is_empty()),
+            "pidfile" => f.pidfile = text().filter(|v| !v.is_empty()),
+            "initial_database" => f.server.initial_database = text(),
+            "base_connstr" => f.server.base_connstr = text(),
+            "database_list" => f.server.database_list = Some(FileList::Text(value.clone())),
+            "syslog" => f.syslog = Some(toml::Value::String(value.clone())),
+            "syslog_ident" => f.syslog_ident = text(),
+            "syslog_facility" => f.syslog_facility = text(),
+            "check_period" => f.check_period = dur(),
+            "maint_period" => f.maint_period = dur(),
+            "retry_period" => f.retry_period = dur(),
+            "ticker_period" => f.ticker_period = dur(),
+            "stats_period" => f.stats_period = dur(),
+            "connection_lifetime" => f.connection_lifetime = dur(),
+            _ => {} // accepted, ignored (IGNORED_INI_KEYS)
+        }
+    }
+    Ok(f)
+}
+
+fn apply_file(cfg: &mut Config, f: &FileConfig, origin: Option<&str>) -> Result<()> {
+    let at = |key: &str| {
+        Some(format!(
+            "{}{key}",
+            origin.map(|o| format!("{o}: ")).unwrap_or_default()
+        ))
+    };
+    let dur = |key: &str, v: &Option<FileDuration>| -> Result<Option<Duration>> {
+        match v {
+            None => Ok(None),
+            Some(FileDuration::Secs(s)) => {
+                secs(*s).map(Some).map_err(|m| Error::config(at(key), m))
+            }
+            Some(FileDuration::Text(t)) => parse_duration(t)
+                .map(Some)
+                .map_err(|m| Error::config(at(key), m)),
+        }
+    };
+    let p = &mut cfg.periods;
+    let set = |slot: &mut Duration, v: Option<Duration>| {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    };
+    set(&mut p.ticker, dur("ticker_period", &f.ticker_period)?);
+    set(&mut p.retry, dur("retry_period", &f.retry_period)?);
+    set(&mut p.maint, dur("maint_period", &f.maint_period)?);
+    set(&mut p.check, dur("check_period", &f.check_period)?);
+    set(&mut p.stats, dur("stats_period", &f.stats_period)?);
+    set(
+        &mut p.connection_lifetime,
+        dur("connection_lifetime", &f.connection_lifetime)?,
+    );
+    set(&mut p.fast_poll, dur("fast_poll", &f.fast_poll)?);
+    set(
+        &mut cfg.tick_statement_timeout,
+        dur("tick_statement_timeout", &f.tick_statement_timeout)?,
+    );
+    set(
+        &mut cfg.maint_statement_timeout,
+        dur("maint_statement_timeout", &f.maint_statement_timeout)?,
+    );
+    if let Some(d) = dur("exit_after_failure", &f.exit_after_failure)? {
+        cfg.exit_after_failure = Some(d);
+    }
+    if let Some(p) = &f.pidfile {
+        cfg.pidfile = Some(expand_home(p));
+    }
+    if let Some(p) = &f.logfile {
+        cfg.logfile = Some(expand_home(p));
+    }
+    if let Some(fmt) = f.log_format {
+        cfg.log_format = fmt;
+    }
+    if let Some(h) = &f.http {
+        cfg.http = Some(parse_addr(h).map_err(|m| Error::config(at("http"), m))?);
+    }
+    if let Some(v) = &f.syslog {
+        let on = match v {
+            toml::Value::Boolean(b) => *b,
+            toml::Value::Integer(i) => *i != 0,
+            toml::Value::String(s) => match s.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                other => {
+                    return Err(Error::config(
+                        at("syslog"),
+                        format!("syslog must be 0 or 1, got {other:?}"),
+                    ));
+                }
+            },
+            other => {
+                return Err(Error::config(
+                    at("syslog"),
+                    format!("syslog must be 0 or 1, got {other}"),
+                ));
+            }
+        };
+        if on {
+            cfg.notes.push(
+                "syslog = 1 is not supported: logs go to the log file or stderr \
+                 (under systemd, stderr goes to the journal)"
+                    .to_owned(),
+            );
+        }
+    }
+    let mut servers: Vec<&FileServer> = Vec::new();
+    let top = &f.server;
+    if f.pgqd_ini
+        || top.base_connstr.is_some()
+        || top.initial_database.is_some()
+        || top.database_list.is_some()
+    {
+        servers.push(top);
+    }
+    servers.extend(f.servers.iter().flatten());
+    for s in servers {
+        let base = match &s.base_connstr {
+            Some(c) => parse_connstr(c).map_err(|m| Error::config(at("base_connstr"), m))?,
+            None => PgConnectOptions::new().application_name(APPLICATION_NAME),
+        };
+        let list = s
+            .database_list
+            .as_ref()
+            .map(FileList::items)
+            .unwrap_or_default();
+        if list.is_empty() {
+            cfg.discover.push(Discovery {
+                initial_database: s
+                    .initial_database
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or_else(|| "template1".to_owned()),
+                base,
+            });
+        } else {
+            for name in list {
+                cfg.databases
+                    .push(database_entry(base.clone().database(&name)));
+            }
+        }
+    }
+    for url in f.databases.iter().flatten() {
+        let options = parse_connstr(url).map_err(|m| Error::config(at("databases"), m))?;
+        cfg.databases.push(database_entry(options));
+    }
+    Ok(())
+}
+
+fn apply_args(cfg: &mut Config, a: &Args) -> Result<()> {
+    let p = &mut cfg.periods;
+    for (slot, v) in [
+        (&mut p.ticker, a.ticker_period),
+        (&mut p.retry, a.retry_period),
+        (&mut p.maint, a.maint_period),
+        (&mut p.check, a.check_period),
+        (&mut p.stats, a.stats_period),
+        (&mut p.connection_lifetime, a.connection_lifetime),
+        (&mut p.fast_poll, a.fast_poll),
+    ] {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    }
+    if let Some(d) = a.exit_after_failure {
+        cfg.exit_after_failure = Some(d);
+    }
+    if let Some(h) = &a.http {
+        cfg.http = Some(parse_addr(h).map_err(|m| Error::config(Some("--http".into()), m))?);
+    }
+    if let Some(f) = a.log_format {
+        cfg.log_format = f;
+    }
+    if let Some(p) = &a.logfile {
+        cfg.logfile = Some(p.clone());
+    }
+    if let Some(p) = &a.pidfile {
+        cfg.pidfile = Some(p.clone());
+    }
+    for url in &a.db {
+        let options = parse_connstr(url).map_err(|m| Error::config(Some("--db".into()), m))?;
+        if a.discover {
+            cfg.discover.push(discovery_from(options));
+        } else {
+            cfg.databases.push(database_entry(options));
+        }
+    }
+    Ok(())
+}
+
+fn discovery_from(options: PgConnectOptions) -> Discovery {
+    let initial = options.get_database().unwrap_or("template1").to_owned();
+    Discovery {
+        base: options,
+        initial_database: initial,
+    }
+}
+
+/// The connection when no database is configured: `DATABASE_URL`, else libpq's `PG*` variables
+/// (which need at least `PGDATABASE` or `PGHOST` set, so that a bare start is an error).
+fn default_options() -> Result<PgConnectOptions> {
+    if let Ok(url) = std::env::var("DATABASE_URL")
+        && !url.trim().is_empty()
+    {
+        return parse_connstr(url.trim())
+            .map_err(|m| Error::config(Some("DATABASE_URL".into()), m));
+    }
+    let any_pg = [
+        "PGDATABASE",
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGSERVICE",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if any_pg {
+        return Ok(PgConnectOptions::new().application_name(APPLICATION_NAME));
+    }
+    Err(Error::config(
+        None,
+        "no database to tick: pass --db URL, set DATABASE_URL or PG* variables (PGDATABASE, \
+         PGHOST, ...), or give a config file",
+    ))
+}
+
+/// Parse a connection string: a `postgres://` URL or a libpq `key=value` string (values may be
+/// single-quoted). Keys missing from it come from the `PG*` environment variables, as in libpq.
+pub fn parse_connstr(s: &str) -> std::result::Result<PgConnectOptions, String> {
+    let s = s.trim();
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        return PgConnectOptions::from_str(s)
+            .map(|o| o.application_name(APPLICATION_NAME))
+            .map_err(|e| format!("bad connection URL: {e}"));
+    }
+    let mut o = PgConnectOptions::new().application_name(APPLICATION_NAME);
+    for (key, value) in split_keywords(s)? {
+        o = match key.as_str() {
+            "host" | "hostaddr" => {
+                if value.starts_with('/') {
+                    o.socket(&value)
+                } else {
+                    o.host(&value)
+                }
+            }
+            "port" => o.port(
+                value
+                    .parse()
+                    .map_err(|_| format!("port must be a number, got {value:?}"))?,
+            ),
+            "user" => o.username(&value),
+            "password" => o.password(&value),
+            "dbname" => o.database(&value),
+            "sslmode" => o.ssl_mode(
+                PgSslMode::from_str(&value).map_err(|e| format!("bad sslmode {value:?}: {e}"))?,
+            ),
+            "sslrootcert" => o.ssl_root_cert(&value),
+            "sslcert" => o.ssl_client_cert(&value),
+            "sslkey" => o.ssl_client_key(&value),
+            "application_name" => o.application_name(&value),
+            "options" => o.options(parse_pg_options(&value)?),
+            // Accepted for compatibility; sqlx has its own connect timeout handling.
+            "connect_timeout" | "keepalives" | "keepalives_idle" | "client_encoding" => o,
+            other => return Err(format!("unsupported connection parameter {other:?}")),
+        };
+    }
+    Ok(o)
+}
+
+fn parse_pg_options(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut words = s.split_whitespace();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next().ok_or("options: -c without a setting")?
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            rest
+        } else if let Some(rest) = w.strip_prefix("--") {
+            rest
+        } else {
+            return Err(format!(
+                "options: only -c name=value is supported, got {w:?}"
+            ));
+        };
+        let (k, v) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("options: expected name=value, got {setting:?}"))?;
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Split a libpq keyword/value string into pairs.
+fn split_keywords(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("expected `=` after {key:?} in connection string"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(format!("unterminated quoted value for {key:?}")),
+                    Some('\\') => value.push(chars.next().ok_or("dangling backslash")?),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(chars.next().ok_or("dangling backslash")?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key.to_ascii_lowercase(), value));
+    }
+}
+
+/// pgqd's `database_list`: names separated by commas and/or spaces.
+fn split_word_list(s: &str) -> Vec<String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    let s = s.trim();
+    let with_host = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    with_host
+        .parse()
+        .map_err(|_| format!("expected an address like 127.0.0.1:9187, got {s:?}"))
+}
+
+fn secs(s: f64) -> std::result::Result<Duration, String> {
+    if s.is_finite() && (0.0..1e9).contains(&s) {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!("expected a duration in seconds, got {s}"))
+    }
+}
+
+/// Parse a duration: seconds, possibly fractional (`1`, `0.01`, as in pgqd.ini), or humantime
+/// (`10ms`, `2m`, `1h 30m`).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        return secs(v);
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("expected a duration (seconds like 0.5, or 500ms, 2m), got {t:?}: {e}")
+    })
+}
+
+fn parse_duration_arg(s: &str) -> std::result::Result<Duration, String> {
+    parse_duration(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0.01").unwrap(), Duration::from_millis(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn keyword_connstr() {
+        let o = parse_connstr("host=db1 port=6543 user='pgq admin' dbname = x").unwrap();
+        assert_eq!(o.get_host(), "db1");
+        assert_eq!(o.get_port(), 6543);
+        assert_eq!(o.get_username(), "pgq admin");
+        assert_eq!(o.get_database(), Some("x"));
+        assert!(parse_connstr("host").is_err());
+        assert!(parse_connstr("bogus=1").is_err());
+        assert!(parse_connstr("user='x").is_err());
+    }
+
+    #[test]
+    fn word_list() {
+        assert_eq!(split_word_list("a, b  c,d"), vec!["a", "b", "c", "d"]);
+    }
+}

@@ -1,0 +1,6 @@
+//! pgq-ticker integration tests: the real binary against real PostgreSQL with pgq.
+
+mod basic;
+mod config;
+mod ha;
+mod util;

@@ -1,0 +1,188 @@
+//! Helpers: running the real `pgq-ticker` binary, polling the database, reading /health.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgq_core::{ConsumerName, QueueName};
+use sqlx::PgPool;
+
+/// How long any eventual condition may take before a test fails (generous: a busy machine).
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `pgq-ticker` process; SIGKILLed when dropped.
+pub(crate) struct TickerProc {
+    pub(crate) child: Child,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
+    pub(crate) http: Option<u16>,
+}
+
+impl TickerProc {
+    /// Start the binary with `args` (logging at debug level, captured).
+    pub(crate) fn spawn(args: &[&str]) -> TickerProc {
+        TickerProc::spawn_http(args, false)
+    }
+
+    /// Start the binary with `args`, plus `--http` on a free port when `http` is set.
+    pub(crate) fn spawn_http(args: &[&str], http: bool) -> TickerProc {
+        let port = http.then(free_port);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgq-ticker"));
+        cmd.args(args)
+            .env("RUST_LOG", "pgq_ticker=debug")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(p) = port {
+            cmd.arg("--http").arg(format!("127.0.0.1:{p}"));
+        }
+        let mut child = cmd.spawn().expect("start pgq-ticker");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        TickerProc {
+            child,
+            log,
+            http: port,
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal by name (`TERM`, `HUP`, `KILL`).
+    pub(crate) fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Wait for the process to exit; its exit code.
+    pub(crate) fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "pgq-ticker did not exit\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The state of database `db_name` (a label suffix) from /health, if reported.
+    pub(crate) fn db_state(&self, db_name: &str) -> Option<String> {
+        let health = self.health()?;
+        health["databases"]
+            .as_array()?
+            .iter()
+            .find(|d| {
+                d["database"]
+                    .as_str()
+                    .is_some_and(|l| l.ends_with(&format!("/{db_name}")))
+            })
+            .and_then(|d| d["state"].as_str().map(str::to_owned))
+    }
+
+    /// GET /health as JSON.
+    pub(crate) fn health(&self) -> Option<serde_json::Value> {
+        let body = http_get(self.http?, "/health")?;
+        serde_json::from_str(&body).ok()
+    }
+}
+
+impl Drop for TickerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Plain HTTP GET on 127.0.0.1:port; the body.
+pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, failing the test after [`DEADLINE`].
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) fn q(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+pub(crate) fn c(name: &str) -> ConsumerName {
+    ConsumerName::new(name).unwrap()
+}
+
+/// A queue that pgq.ticker() ticks on every call (no idle back-off), not fast-polled.
+pub(crate) async fn busy_queue(pool: &PgPool, name: &str) {
+    pgq_core::create_queue(pool, &q(name)).await.unwrap();
+    sqlx::query("select pgq.set_queue_config($1, 'ticker_idle_period', '0'), pgq.set_queue_config($1, 'ticker_max_lag', '1 millisecond')")
+        .bind(name)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Number of ticks of `queue`.
+pub(crate) async fn tick_count(pool: &PgPool, queue: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue where q.queue_name = $1",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await
+    .unwrap_or(0)
+}
+
+/// Wait until `queue` has more than `n` ticks; the new count.
+pub(crate) async fn ticks_beyond(pool: &PgPool, queue: &str, n: i64) -> i64 {
+    eventually(&format!("more than {n} ticks on {queue}"), || async {
+        let k = tick_count(pool, queue).await;
+        (k > n).then_some(k)
+    })
+    .await
+}
