@@ -2,6 +2,9 @@
 //! queue of a private PostgreSQL cluster (pgq-testkit). Run: `cargo bench --bench produce`.
 //! The side-by-side ratios against raw `psql \copy` are printed by `scripts/bench-produce`.
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pgq::core::{NewEvent, QueueName};
 use pgq::producer::Producer;

@@ -50,12 +50,21 @@ async fn empty_event_table(pool: &PgPool, queue: &QueueName) -> Result<(), sqlx:
 
 /// Time one `psql \copy` of `file` into the raw table; psql's own `\timing` of the statement.
 fn psql_copy(url: &str, file: &std::path::Path) -> Duration {
-    let script = format!(
-        "\\timing on\n\\copy bench_raw (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) from '{}'\n",
+    let copy = format!(
+        "\\copy bench_raw (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) from '{}'",
         file.display()
     );
     let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", &script])
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            url,
+            "-c",
+            "\\timing on",
+            "-c",
+            &copy,
+        ])
         .output()
         .expect("run psql (is the PostgreSQL client installed?)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -155,29 +164,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if p1 >= 0.85 { "ok" } else { "BELOW GOAL" }
     );
 
-    // P2: send_batch vs a loop of single sends, each in one transaction.
+    // P2: send_batch vs a loop of single sends, each in one transaction (and COPY, for scale).
     let events: Vec<NewEvent> = (0..send_rows).map(event).collect();
-    let (mut single, mut batch) = (Vec::new(), Vec::new());
+    let (mut single, mut batch, mut copied) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
-        let batch_first = run % 2 == 0;
-        for step in 0..2 {
+        for step in 0..3 {
             empty_event_table(&pool, &queue).await?;
             let started = Instant::now();
             let mut tx = pool.begin().await?;
-            if (step == 0) == batch_first {
-                producer.send_batch(&mut *tx, &events).await?;
-                tx.commit().await?;
-                batch.push(started.elapsed());
-            } else {
-                for ev in &events {
-                    producer.send(&mut *tx, ev).await?;
+            match (step + run) % 3 {
+                0 => {
+                    producer.send_batch(&mut *tx, &events).await?;
+                    tx.commit().await?;
+                    batch.push(started.elapsed());
                 }
-                tx.commit().await?;
-                single.push(started.elapsed());
+                1 => {
+                    for ev in &events {
+                        producer.send(&mut *tx, ev).await?;
+                    }
+                    tx.commit().await?;
+                    single.push(started.elapsed());
+                }
+                _ => {
+                    producer.copy_iter(&mut tx, events.iter().cloned()).await?;
+                    tx.commit().await?;
+                    copied.push(started.elapsed());
+                }
             }
         }
     }
-    let (single, batch) = (median(single), median(batch));
+    let (single, batch, copied) = (median(single), median(batch), median(copied));
     let p2 = single.as_secs_f64() / batch.as_secs_f64();
     println!("P2: {send_rows} events in one transaction");
     println!(
@@ -185,8 +201,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate(send_rows, single)
     );
     println!(
-        "    send_batch                          {batch:>10.1?}  {}",
+        "    send_batch (pgq_writer)             {batch:>10.1?}  {}",
         rate(send_rows, batch)
+    );
+    println!(
+        "    copy (pgq_admin), for scale         {copied:>10.1?}  {}  ({:.1}x the send loop)",
+        rate(send_rows, copied),
+        single.as_secs_f64() / copied.as_secs_f64()
     );
     println!(
         "    ratio send_batch / send loop = {p2:.1}x (goal >= 10x) {}",

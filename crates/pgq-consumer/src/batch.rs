@@ -93,7 +93,9 @@ impl<'c, S: BatchSource> Batch<'c, S> {
             cur_tick = info.cur_tick_id.get(),
         );
         let metrics = BatchMetrics::new(queue, consumer);
-        let lag = (Utc::now() - info.cur_tick_time).to_std().unwrap_or_default();
+        let lag = (Utc::now() - info.cur_tick_time)
+            .to_std()
+            .unwrap_or_default();
         metrics.lag.set(lag.as_secs_f64());
         let tx = conn.begin().await?;
         Ok(Batch {
@@ -269,8 +271,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     pub async fn fail_event(&mut self, event: &Event, error: &HandlerError) -> Result<()> {
         let policy = self.inner.config.retry;
         let retries = u32::try_from(event.retry_count()).unwrap_or(0);
-        let give_up =
-            error.action() == FailureAction::DeadLetter || retries >= policy.max_retries;
+        let give_up = error.action() == FailureAction::DeadLetter || retries >= policy.max_retries;
         if give_up {
             return self.dead_letter(event, error.reason()).await;
         }

@@ -22,7 +22,10 @@ pub const ERRORS: &str = "pgq_consumer_errors_total";
 pub const LISTENER_RECONNECTS: &str = "pgq_consumer_listener_reconnects_total";
 
 fn labels(queue: &str, consumer: &str) -> [(&'static str, String); 2] {
-    [("queue", queue.to_owned()), ("consumer", consumer.to_owned())]
+    [
+        ("queue", queue.to_owned()),
+        ("consumer", consumer.to_owned()),
+    ]
 }
 
 /// Handles for one consumer's per-batch metrics.

@@ -8,13 +8,13 @@ use pgq_core::{BatchInfo, Event};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::Consumer;
 use crate::batch::Batch;
 use crate::config::{Delivery, Shutdown};
 use crate::error::{Error, Result};
 use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
 use crate::source::BatchSource;
 use crate::wakeup::{Wake, Wakeups, sleep_or_cancel};
-use crate::Consumer;
 
 /// How a batch ended.
 enum Processed {
@@ -162,7 +162,11 @@ impl<S: BatchSource, H: BatchHandler<S>> Driver<S> for BatchDriver<H> {
             return Ok(Processed::Abandoned);
         }
         let span = batch.span().clone();
-        let outcome = self.0.handle_batch(&mut batch).instrument(span.clone()).await;
+        let outcome = self
+            .0
+            .handle_batch(&mut batch)
+            .instrument(span.clone())
+            .await;
         let err = match outcome {
             Ok(()) if batch.can_finish() => {
                 batch.finish().await?;

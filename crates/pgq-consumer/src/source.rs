@@ -116,9 +116,7 @@ impl BatchSource for Subscription {
             return Ok(false);
         }
         let newly = match registration {
-            Registration::AtTick(tick) => {
-                pgq_core::register_consumer_at(pool, q, c, *tick).await?
-            }
+            Registration::AtTick(tick) => pgq_core::register_consumer_at(pool, q, c, *tick).await?,
             Registration::AtConsumer(other) => {
                 let tick = pgq_core::get_consumer_info(pool, q, other)
                     .await?

@@ -105,7 +105,9 @@ pub async fn declare_batch_cursor(
             q = q.bind(list.clone());
         }
     }
-    q.execute(&mut *conn).await.map_err(|e| cursor_error(e, batch))?;
+    q.execute(&mut *conn)
+        .await
+        .map_err(|e| cursor_error(e, batch))?;
     Ok(())
 }
 

@@ -15,6 +15,10 @@ use crate::state::{DbState, Phase, Stats};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
+/// Lag-0 queues without a fast tick for this long count as quiet.
+const QUIET: Duration = Duration::from_secs(1);
+/// The fast poll runs this many times slower on quiet lag-0 queues.
+const IDLE_FACTOR: u32 = 5;
 
 /// Capped exponential backoff with jitter (each delay is 50–150% of the nominal one).
 #[derive(Debug)]
@@ -269,6 +273,10 @@ impl Worker {
         }
         let mut lag0 = features.lag0_queues;
         let mut prev_snapshot: Option<String> = None;
+        // Poll every fast_poll while lag-0 queues are busy; after a quiet second, every
+        // IDLE_FACTOR × fast_poll (the idle cost drops accordingly, the first event after a quiet
+        // spell waits at most that long).
+        let mut last_fast_tick = Instant::now();
         let mut next_round = Instant::now();
         loop {
             let cfg = self.cfg();
@@ -297,7 +305,12 @@ impl Worker {
                 }
             }
             let wake = if lag0 > 0 {
-                next_round.min(Instant::now() + cfg.periods.fast_poll)
+                let poll = if last_fast_tick.elapsed() < QUIET {
+                    cfg.periods.fast_poll
+                } else {
+                    cfg.periods.fast_poll * IDLE_FACTOR
+                };
+                next_round.min(Instant::now() + poll)
             } else {
                 next_round
             };
@@ -316,6 +329,7 @@ impl Worker {
                         lag0 = p.lag0_queues;
                         prev_snapshot = Some(p.snapshot).filter(|s| !s.is_empty());
                         if !p.ticked.is_empty() {
+                            last_fast_tick = Instant::now();
                             Stats::add(&self.stats.fast_ticks, p.ticked.len() as u64);
                             if self.metrics {
                                 for (q, _) in &p.ticked {
@@ -357,6 +371,7 @@ impl Aux {
     async fn run(self) {
         let start = Instant::now();
         let (mut next_retry, mut next_maint, mut next_stats) = (start, start, start);
+        let mut next_detect = start;
         let mut conn: Option<(PgConnection, Instant)> = None;
         let mut backoff = Backoff::new();
         loop {
@@ -423,7 +438,11 @@ impl Aux {
             }
             if !failed && now >= next_stats {
                 next_stats = now + cfg.periods.stats;
-                failed = !self.statistics(c).await;
+                let detect = now >= next_detect;
+                if detect {
+                    next_detect = now + cfg.periods.check;
+                }
+                failed = !self.statistics(c, detect).await;
             }
             if failed && let Some((c, _)) = conn.take() {
                 // Statement errors may have left the session unusable; start afresh next time.
@@ -482,9 +501,14 @@ impl Aux {
         true
     }
 
-    /// Warn about other tickers; refresh queue and consumer metrics.
-    async fn statistics(&self, c: &mut PgConnection) -> bool {
-        match pgq_core::other_tickers(&mut *c, pgq_core::TICKER_LOCK_KEY).await {
+    /// Warn about other tickers (when `detect`); refresh queue and consumer metrics.
+    async fn statistics(&self, c: &mut PgConnection, detect: bool) -> bool {
+        let others = if detect {
+            pgq_core::other_tickers(&mut *c, pgq_core::TICKER_LOCK_KEY).await
+        } else {
+            Ok(Vec::new())
+        };
+        match others {
             Ok(others) => {
                 for o in others {
                     tracing::warn!(

@@ -24,12 +24,19 @@ async fn a_batch_reads_in_chunks_and_finishes() {
     let q = queue(pool, "chunks").await;
     let consumer = builder(pool, &q, "c").fetch_size(3).build().unwrap();
     assert!(consumer.register().await.unwrap());
-    assert!(!consumer.register().await.unwrap(), "registering twice is a no-op");
+    assert!(
+        !consumer.register().await.unwrap(),
+        "registering twice is a no-op"
+    );
     produce(pool, &q, 0, 10).await;
     tick(pool, &q).await;
 
     let mut conn = pool.acquire().await.unwrap();
-    let mut batch = consumer.next_batch(&mut conn).await.unwrap().expect("a batch");
+    let mut batch = consumer
+        .next_batch(&mut conn)
+        .await
+        .unwrap()
+        .expect("a batch");
     let mut seen = Vec::new();
     loop {
         let chunk = batch.next_chunk().await.unwrap();
@@ -155,7 +162,11 @@ async fn a_foreign_batch_id_is_refused() {
     let x_id = x.id();
     drop(x);
     let e = mine.open_batch(&mut conn2, x_id).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::ForeignBatch, "same consumer name, other queue");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::ForeignBatch,
+        "same consumer name, other queue"
+    );
 
     let e = mine
         .open_batch(&mut conn2, pgq_core::BatchId(i64::MAX))
@@ -277,7 +288,9 @@ async fn typed_filters_deliver_only_matching_events() {
         consumer.register().await.unwrap();
     }
     let events = [
-        NewEvent::new("keep", "1").extra1("public.orders").extra2("x"),
+        NewEvent::new("keep", "1")
+            .extra1("public.orders")
+            .extra2("x"),
         NewEvent::new("drop", "2").extra1("public.orders"),
         NewEvent::new("keep", "3").extra1("public.other"),
         NewEvent::new("also'; drop table x; --", "4"),
@@ -384,7 +397,10 @@ async fn a_batch_inside_the_callers_transaction_commits_with_it() {
     }
     batch.finish().await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(crate::common::count(pool, "select count(*) from seen").await, 0);
+    assert_eq!(
+        crate::common::count(pool, "select count(*) from seen").await,
+        0
+    );
 
     let mut tx = pool.begin().await.unwrap();
     let mut batch = consumer.next_batch(&mut tx).await.unwrap().unwrap();
@@ -399,7 +415,10 @@ async fn a_batch_inside_the_callers_transaction_commits_with_it() {
     }
     batch.finish().await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(crate::common::count(pool, "select count(*) from seen").await, 2);
+    assert_eq!(
+        crate::common::count(pool, "select count(*) from seen").await,
+        2
+    );
     let mut conn = pool.acquire().await.unwrap();
     assert!(consumer.next_batch(&mut conn).await.unwrap().is_none());
 }

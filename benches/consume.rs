@@ -1,0 +1,242 @@
+//! Consumer benchmarks on a private PostgreSQL cluster (pgq-testkit), release build.
+//!
+//! `cargo bench --bench consume` runs the criterion benchmark: reading one 200k-event batch to
+//! the end through `Consumer::next_batch` (the batch is abandoned after each run, so the same
+//! batch comes again). `scripts/bench-consume` runs this binary with `PGQ_BENCH_CONSUME_REPORT=1`
+//! instead, which prints the side-by-side figures:
+//!
+//! - **P3**: consuming one 200k-event batch vs `psql` reading the same rows (the batch's own
+//!   query, `pgq.batch_event_sql`) with `COPY (...) TO STDOUT` and with a plain `SELECT`, both
+//!   into /dev/null (goal: ≥ 0.6×). Medians of several runs.
+//! - **P6**: peak RSS (VmHWM) of a consumer process running the run loop over one 1M-event batch
+//!   (goal: ≤ 64 MiB).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use pgq::consumer::{CancellationToken, Consumer, HandlerError, handler_fn};
+use pgq::core::sqlx::PgPool;
+use pgq::core::{self as core, BatchId, ConsumerName, Event, NewEvent, QueueName};
+use pgq_testkit::TestDb;
+
+const P3_EVENTS: u64 = 200_000;
+const P6_EVENTS: u64 = 1_000_000;
+const RUNS: usize = 5;
+const REPORT_ENV: &str = "PGQ_BENCH_CONSUME_REPORT";
+const CHILD_ENV: &str = "PGQ_BENCH_CONSUME_CHILD_URL";
+
+fn queue() -> QueueName {
+    QueueName::new("bench").expect("queue name")
+}
+
+fn consumer_name() -> ConsumerName {
+    ConsumerName::new("bench").expect("consumer name")
+}
+
+/// A fresh database with one queue holding one batch of `n` events (100-byte payloads).
+async fn setup(n: u64) -> (TestDb, Consumer) {
+    let db = TestDb::new().await;
+    let pool = db.pool().clone();
+    core::create_queue(&pool, &queue())
+        .await
+        .expect("create queue");
+    let consumer = Consumer::builder(pool.clone(), queue(), consumer_name())
+        .build()
+        .expect("consumer");
+    consumer.register().await.expect("register");
+    let mut tx = pool.begin().await.expect("begin");
+    let events = futures_util::stream::iter(
+        (0..n).map(|i| Ok::<_, std::io::Error>(NewEvent::new("bench", format!("{i:0>100}")))),
+    );
+    core::copy_events(&mut tx, &queue(), events)
+        .await
+        .expect("copy");
+    tx.commit().await.expect("commit");
+    core::tick_now(&mut pool.acquire().await.expect("conn"), &queue())
+        .await
+        .expect("tick");
+    (db, consumer)
+}
+
+/// Read the whole batch through the consumer, then abandon it (it comes again). Returns its id.
+async fn read_batch(consumer: &Consumer, pool: &PgPool, expect: u64) -> BatchId {
+    let mut conn = pool.acquire().await.expect("conn");
+    let mut batch = consumer
+        .next_batch(&mut conn)
+        .await
+        .expect("next_batch")
+        .expect("a batch");
+    let mut n = 0u64;
+    loop {
+        let chunk = batch.next_chunk().await.expect("chunk");
+        if chunk.is_empty() {
+            break;
+        }
+        n += chunk.len() as u64;
+    }
+    assert_eq!(n, expect);
+    let id = batch.id();
+    batch.abandon().await.expect("abandon");
+    id
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (db, consumer) = rt.block_on(setup(P3_EVENTS));
+    let pool = db.pool().clone();
+    let mut group = c.benchmark_group("consume");
+    group.throughput(Throughput::Elements(P3_EVENTS));
+    group.sample_size(10);
+    group.bench_function("batch_200k", |b| {
+        b.to_async(&rt)
+            .iter(|| async { read_batch(&consumer, &pool, P3_EVENTS).await })
+    });
+    group.finish();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `psql -c <command>` with stdout to /dev/null; the elapsed time.
+fn psql(url: &str, command: &str) -> Duration {
+    let start = Instant::now();
+    let status = Command::new("psql")
+        .args([url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run psql (apt-get install postgresql-client)");
+    assert!(status.success(), "psql failed");
+    start.elapsed()
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The P6 consumer process: run the loop until the 1M-event batch is consumed, print VmHWM.
+fn child(url: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(async {
+        let pool = PgPool::connect(url).await.expect("connect");
+        let consumer = Consumer::builder(pool, queue(), consumer_name())
+            .build()
+            .expect("consumer");
+        let shutdown = CancellationToken::new();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let handler = {
+            let (seen, shutdown) = (seen.clone(), shutdown.clone());
+            handler_fn(move |ev: Event| {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if n == P6_EVENTS {
+                    shutdown.cancel(); // the batch in progress is finished first
+                }
+                std::hint::black_box(ev);
+                async { Ok::<_, HandlerError>(()) }
+            })
+        };
+        consumer.run(handler, shutdown).await.expect("run");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), P6_EVENTS);
+    });
+    println!("{}", vm_hwm_kib());
+}
+
+fn report() {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // P3
+    let (db, consumer) = rt.block_on(setup(P3_EVENTS));
+    let pool = db.pool().clone();
+    let mut ours = Vec::new();
+    let mut batch = BatchId(0);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        batch = rt.block_on(read_batch(&consumer, &pool, P3_EVENTS));
+        ours.push(start.elapsed());
+    }
+    let sql = rt
+        .block_on(core::batch_event_sql(&pool, batch))
+        .expect("batch sql");
+    let url = db.url();
+    let copy_cmd = format!("copy ({sql}) to stdout");
+    let copy = median((0..RUNS).map(|_| psql(&url, &copy_cmd)).collect());
+    let select = median((0..RUNS).map(|_| psql(&url, &sql)).collect());
+    let ours = median(ours);
+    let rate = |d: Duration| P3_EVENTS as f64 / d.as_secs_f64();
+    println!("P3: one {P3_EVENTS}-event batch, medians of {RUNS} runs");
+    println!(
+        "  pgq-consumer (next_batch + read to end): {:>8.1} ms  {:>9.0} events/s",
+        ours.as_secs_f64() * 1e3,
+        rate(ours)
+    );
+    println!(
+        "  psql COPY (batch sql) TO STDOUT:        {:>8.1} ms  {:>9.0} events/s",
+        copy.as_secs_f64() * 1e3,
+        rate(copy)
+    );
+    println!(
+        "  psql SELECT (batch sql):                {:>8.1} ms  {:>9.0} events/s",
+        select.as_secs_f64() * 1e3,
+        rate(select)
+    );
+    let vs_select = select.as_secs_f64() / ours.as_secs_f64();
+    let vs_copy = copy.as_secs_f64() / ours.as_secs_f64();
+    println!(
+        "  ratio vs psql SELECT: {vs_select:.2}x  (goal >= 0.6x: {})",
+        if vs_select >= 0.6 { "met" } else { "NOT met" }
+    );
+    println!("  ratio vs psql COPY:   {vs_copy:.2}x");
+    drop(consumer);
+    drop(db);
+
+    // P6
+    let (db, consumer) = rt.block_on(setup(P6_EVENTS));
+    let out = Command::new(std::env::current_exe().expect("own path"))
+        .env_remove(REPORT_ENV)
+        .env(CHILD_ENV, db.url())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the consumer process");
+    assert!(out.status.success(), "the consumer process failed");
+    let hwm: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("VmHWM from the consumer process");
+    let left = rt
+        .block_on(core::get_consumer_info(
+            db.pool(),
+            &queue(),
+            &consumer_name(),
+        ))
+        .expect("consumer info")
+        .expect("registered");
+    assert_eq!(left.current_batch, None, "the batch was finished");
+    let mib = hwm as f64 / 1024.0;
+    println!("P6: consumer process running the loop over one {P6_EVENTS}-event batch");
+    println!(
+        "  peak RSS (VmHWM): {mib:.1} MiB  (goal <= 64 MiB: {})",
+        if mib <= 64.0 { "met" } else { "NOT met" }
+    );
+    drop(consumer);
+}
+
+fn main() {
+    if let Ok(url) = std::env::var(CHILD_ENV) {
+        child(&url);
+        return;
+    }
+    if std::env::var_os(REPORT_ENV).is_some() {
+        report();
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,434 @@
+//! Measurements for pgq-ticker (run by `scripts/bench-ticker`, release build):
+//!
+//! - `latency RATE SECS`: P4, end-to-end latency producer → pgq-ticker → consumer on a queue with
+//!   `ticker_max_lag = 0`: autocommit inserts at RATE ev/s, a consumer that LISTENs on the tick
+//!   channel and reads batches; prints p50/p99/max and lost events.
+//! - `idle SECS`: CPU of the ticker and its database sessions with one lag-0 queue and no events
+//!   (the fast path's idle cost), against pgqd at a 10 ms ticker period.
+//! - `many DBS QUEUES SECS`: P5, one process ticking DBS databases × QUEUES queues at the default
+//!   period, then pgqd on the same databases: worst tick age and CPU of each.
+//!
+//! Each run starts a private PostgreSQL cluster (pgq-testkit). `PGQ_TICKER_BIN` names the
+//! pgq-ticker binary (default: next to this example's directory).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pgq_core::{ConsumerName, QueueName};
+use pgq_testkit::Cluster;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection as _, PgConnection, PgPool};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    match args.first().map(String::as_str) {
+        Some("latency") => latency(num(1, 100), num(2, 10)).await,
+        Some("idle") => idle(num(1, 10)).await,
+        Some("many") => many(num(1, 200), num(2, 5), num(3, 30)).await,
+        _ => {
+            eprintln!("usage: ticker_bench latency RATE SECS | idle SECS | many DBS QUEUES SECS");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn ticker_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PGQ_TICKER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("pgq-ticker"))
+        .expect("target dir")
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_ticker(args: &[&str]) -> Proc {
+    let child = Command::new(ticker_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start pgq-ticker (build it with --release first)");
+    Proc(child)
+}
+
+fn spawn_pgqd(port: u16, ticker_period: &str, dir: &std::path::Path) -> Proc {
+    let ini = dir.join("pgqd.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[pgqd]\nlogfile = {}\nbase_connstr = host=127.0.0.1 port={port} user=postgres application_name=pgqd\n\
+             initial_database = postgres\nticker_period = {ticker_period}\nsyslog = 0\n",
+            dir.join("pgqd.log").display()
+        ),
+    )
+    .expect("write pgqd.ini");
+    let child = Command::new("pgqd")
+        .arg("-q")
+        .arg(&ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pgqd");
+    Proc(child)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+async fn private_db(cluster: &Cluster, name: &str) -> Res<String> {
+    let mut admin = PgConnection::connect(&cluster.url("postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    let url = cluster.url(name);
+    let mut c = PgConnection::connect(&url).await?;
+    pgq_core::install(&mut c).await?;
+    c.close().await?;
+    Ok(url)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// P4: producer → pgq-ticker → consumer latency.
+async fn latency(rate: u64, secs: u64) -> Res<()> {
+    let cluster = Cluster::start_private()?;
+    let url = private_db(&cluster, "lat").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await?;
+    let queue = QueueName::new("lat")?;
+    let consumer = ConsumerName::new("bench")?;
+    pgq_core::create_queue(&pool, &queue).await?;
+    pgq_core::register_consumer(&pool, &queue, &consumer).await?;
+    sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
+        .execute(&pool)
+        .await?;
+    let _ticker = spawn_ticker(&["--db", &url]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Drain what is there.
+    while let Some(b) = pgq_core::next_batch(&pool, &queue, &consumer).await? {
+        pgq_core::finish_batch(&pool, b).await?;
+    }
+
+    let total = rate * secs;
+    let consumer_task = {
+        let pool = pool.clone();
+        let (queue, consumer) = (queue.clone(), consumer.clone());
+        tokio::spawn(async move {
+            let mut listener = pgq_core::tick_listener(&pool).await?;
+            let mut conn = pool.acquire().await?;
+            let mut lat_ms = Vec::with_capacity(total as usize);
+            let deadline = Instant::now() + Duration::from_secs(secs + 10);
+            while (lat_ms.len() as u64) < total && Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(100), listener.recv()).await;
+                while let Some(b) = pgq_core::next_batch(&mut *conn, &queue, &consumer).await? {
+                    let evs = pgq_core::get_batch_events(&mut *conn, b).await?;
+                    let now = now_us();
+                    for ev in evs {
+                        if let Some(sent) =
+                            ev.ev_data.as_deref().and_then(|d| d.parse::<i64>().ok())
+                        {
+                            lat_ms.push((now - sent) as f64 / 1000.0);
+                        }
+                    }
+                    pgq_core::finish_batch(&mut *conn, b).await?;
+                }
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(lat_ms)
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut producer = pool.acquire().await?;
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        pgq_core::insert_event(&mut *producer, &queue, "t", &now_us().to_string()).await?;
+    }
+    let mut lat = consumer_task.await?.map_err(|e| e.to_string())?;
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "P4 rate {rate} ev/s: sent {total}, received {}, lost {}; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        lat.len(),
+        total as i64 - lat.len() as i64,
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// CPU seconds (user + system) of process `pid` from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command: state(0) ppid(1) ... utime(11) stime(12).
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU of the backends whose application_name is `app` (pids looked up now).
+async fn backends_cpu(pool: &PgPool, app: &str) -> Res<Vec<(u32, f64)>> {
+    let pids: Vec<i32> =
+        sqlx::query_scalar("select pid from pg_stat_activity where application_name = $1")
+            .bind(app)
+            .fetch_all(pool)
+            .await?;
+    Ok(pids
+        .into_iter()
+        .map(|p| (p as u32, cpu_secs(p as u32)))
+        .collect())
+}
+
+/// CPU used by a process and its database sessions over `secs`.
+async fn measure(pool: &PgPool, pid: u32, app: &str, secs: u64) -> Res<f64> {
+    let before = backends_cpu(pool, app).await?;
+    let p0 = cpu_secs(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let p1 = cpu_secs(pid);
+    let mut backend = 0.0;
+    for (bpid, c0) in &before {
+        backend += cpu_secs(*bpid) - c0;
+    }
+    Ok((p1 - p0 + backend) / secs as f64 * 100.0)
+}
+
+/// The idle cost of the fast path vs pgqd at 10 ms.
+async fn idle(secs: u64) -> Res<()> {
+    let cluster = Cluster::start_private()?;
+    let url = private_db(&cluster, "idle").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await?;
+    pgq_core::create_queue(&pool, &QueueName::new("fast")?).await?;
+    sqlx::query("select pgq.set_queue_config('fast', 'ticker_max_lag', '0')")
+        .execute(&pool)
+        .await?;
+    let t = spawn_ticker(&["--db", &url]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ours = measure(&pool, t.0.id(), "pgq-ticker", secs).await?;
+    drop(t);
+    let dir = tempfile::tempdir()?;
+    let p = spawn_pgqd(cluster.port(), "0.01", dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let theirs = measure(&pool, p.0.id(), "pgqd", secs).await?;
+    drop(p);
+    println!(
+        "idle, one lag-0 queue: pgq-ticker (fast poll 2 ms) {ours:.2}% of a core; pgqd ticker_period 10 ms {theirs:.2}% (process + its sessions)"
+    );
+    Ok(())
+}
+
+/// CPU of the postmaster's children and `extra` over `secs`, sampling the worst tick age once a
+/// second. Returns (cpu %, worst tick age seconds, p99 of per-sample worst ages).
+async fn run_many(pool: &PgPool, postmaster: u32, extra: u32, secs: u64) -> Res<(f64, f64, f64)> {
+    let children = || -> Vec<(u32, f64)> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| *p == postmaster || *p == extra || ppid(*p) == Some(postmaster))
+            .map(|p| (p, cpu_secs(p)))
+            .collect()
+    };
+    let before = children();
+    let start = Instant::now();
+    let mut worst = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut w: f64 = 0.0;
+        // The sampler task refreshes pgq_bench_ages (worst tick age per database).
+        let ages: Vec<f64> = sqlx::query_scalar("select age from pgq_bench_ages")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+        for a in ages {
+            w = w.max(a);
+        }
+        worst.push(w);
+    }
+    let after = children();
+    let mut cpu = 0.0;
+    let own = after.iter().find(|(p, _)| *p == extra).map_or(0.0, |a| a.1)
+        - before.iter().find(|(p, _)| *p == extra).map_or(0.0, |b| b.1);
+    eprintln!(
+        "  (ticker process alone: {:.1}% of a core)",
+        own / start.elapsed().as_secs_f64() * 100.0
+    );
+    for (p, c1) in &after {
+        if let Some((_, c0)) = before.iter().find(|(q, _)| q == p) {
+            cpu += c1 - c0;
+        } else {
+            cpu += c1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut sorted = worst.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok((
+        cpu / elapsed * 100.0,
+        sorted.last().copied().unwrap_or(f64::NAN),
+        pct(&sorted, 0.99),
+    ))
+}
+
+/// P5: many databases, ours then pgqd.
+async fn many(dbs: u64, queues: u64, secs: u64) -> Res<()> {
+    let cluster = Cluster::start_private()?;
+    {
+        let mut admin = PgConnection::connect(&cluster.url("postgres")).await?;
+        sqlx::query("alter system set max_connections = 1200")
+            .execute(&mut admin)
+            .await?;
+        admin.close().await?;
+    }
+    cluster.stop_fast()?;
+    cluster.start()?;
+    let tpl = private_db(&cluster, "bench_tpl").await?;
+    {
+        let mut c = PgConnection::connect(&tpl).await?;
+        for i in 0..queues {
+            let q = QueueName::new(format!("q{i}"))?;
+            pgq_core::create_queue(&mut c, &q).await?;
+            sqlx::query("select pgq.set_queue_config($1, 'ticker_idle_period', '1 second')")
+                .bind(q.as_str())
+                .execute(&mut c)
+                .await?;
+        }
+        c.close().await?;
+    }
+    let mut admin = PgConnection::connect(&cluster.url("postgres")).await?;
+    let mut names = Vec::new();
+    for i in 0..dbs {
+        let name = format!("bench_{i:03}");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create database {name} template bench_tpl"
+        )))
+        .execute(&mut admin)
+        .await?;
+        names.push(name);
+    }
+    sqlx::query("alter database bench_tpl with allow_connections false")
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    // Worst tick age per database, read through one kept connection per database, into a table
+    // in "postgres" that the measuring loop reads.
+    let pools: Vec<PgPool> = {
+        let mut v = Vec::new();
+        for n in &names {
+            v.push(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&cluster.url(n))
+                    .await?,
+            );
+        }
+        v
+    };
+    let sampler_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cluster.url("postgres"))
+        .await?;
+    sqlx::query("create table pgq_bench_ages (age float8)")
+        .execute(&sampler_pool)
+        .await?;
+    let sampler = {
+        let sampler_pool = sampler_pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut ages = Vec::with_capacity(pools.len());
+                for p in &pools {
+                    let a: Option<f64> = sqlx::query_scalar(
+                        "select max(age) from (select extract(epoch from now() - max(tick_time))::float8 as age \
+                           from pgq.tick group by tick_queue) t",
+                    )
+                    .fetch_one(p)
+                    .await
+                    .ok()
+                    .flatten();
+                    ages.push(a.unwrap_or(f64::NAN));
+                }
+                let _ = sqlx::query("delete from pgq_bench_ages")
+                    .execute(&sampler_pool)
+                    .await;
+                let _ = sqlx::query("insert into pgq_bench_ages select unnest($1::float8[])")
+                    .bind(&ages)
+                    .execute(&sampler_pool)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let postmaster: u32 =
+        std::fs::read_to_string(cluster.data_dir().expect("private").join("postmaster.pid"))?
+            .lines()
+            .next()
+            .unwrap_or("0")
+            .trim()
+            .parse()?;
+
+    let base = cluster.url("postgres");
+    let t = spawn_ticker(&["--discover", "--db", &base]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (ours_cpu, ours_worst, ours_p99) =
+        run_many(&sampler_pool, postmaster, t.0.id(), secs).await?;
+    drop(t);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir()?;
+    let p = spawn_pgqd(cluster.port(), "1", dir.path());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (pgqd_cpu, pgqd_worst, pgqd_p99) =
+        run_many(&sampler_pool, postmaster, p.0.id(), secs).await?;
+    drop(p);
+    sampler.abort();
+    println!(
+        "P5 {dbs} databases x {queues} queues, {secs}s each, CPU = ticker process + whole cluster:\n  \
+         pgq-ticker: CPU {ours_cpu:.1}% of a core, worst tick age {ours_worst:.2}s (p99 of samples {ours_p99:.2}s)\n  \
+         pgqd:       CPU {pgqd_cpu:.1}% of a core, worst tick age {pgqd_worst:.2}s (p99 of samples {pgqd_p99:.2}s)"
+    );
+    Ok(())
+}
