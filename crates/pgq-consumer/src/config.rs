@@ -180,12 +180,12 @@ pub(crate) struct Config {
     pub(crate) shutdown: Shutdown,
 }
 
-/// Builds a [`Consumer`]; start with [`Consumer::builder`].
+/// Builds a [`Consumer`]; start with [`Consumer::builder`] (a plain consumer) or
+/// [`crate::CoopConsumer::coop_builder`] (a member of a cooperative group).
 #[must_use]
-pub struct ConsumerBuilder {
+pub struct ConsumerBuilder<S: BatchSource = Subscription> {
     pool: PgPool,
-    queue: QueueName,
-    consumer: ConsumerName,
+    source: S,
     tuning: BatchTuning,
     fetch_size: u32,
     filter: EventFilter,
@@ -202,10 +202,20 @@ pub struct ConsumerBuilder {
 
 impl ConsumerBuilder {
     pub(crate) fn new(pool: PgPool, queue: QueueName, consumer: ConsumerName) -> Self {
+        ConsumerBuilder::with_source(pool, Subscription::new(queue, consumer))
+    }
+
+    /// Build the consumer (checks the configuration; touches no database).
+    pub fn build(self) -> Result<Consumer> {
+        self.build_consumer()
+    }
+}
+
+impl<S: BatchSource> ConsumerBuilder<S> {
+    pub(crate) fn with_source(pool: PgPool, source: S) -> Self {
         ConsumerBuilder {
             pool,
-            queue,
-            consumer,
+            source,
             tuning: BatchTuning::default(),
             fetch_size: 2000,
             filter: EventFilter::default(),
@@ -352,6 +362,11 @@ impl ConsumerBuilder {
         self
     }
 
+    /// The source, for the source-specific options.
+    pub(crate) fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
     fn config(&self) -> Result<Config> {
         if self.fetch_size == 0 {
             return Err(Error::Config("fetch_size must be at least 1".into()));
@@ -361,14 +376,14 @@ impl ConsumerBuilder {
         }
         let dead_letter = match &self.dead_letter {
             DeadLetter::DefaultQueue => {
-                DeadLetterTarget::Queue(crate::dead_letter_queue_name(&self.queue))
+                DeadLetterTarget::Queue(crate::dead_letter_queue_name(self.source.queue()))
             }
             DeadLetter::Queue(q) => DeadLetterTarget::Queue(q.clone()),
             DeadLetter::Callback(f) => DeadLetterTarget::Callback(f.clone()),
             DeadLetter::Discard => DeadLetterTarget::Discard,
         };
         if let DeadLetterTarget::Queue(q) = &dead_letter
-            && q == &self.queue
+            && q == self.source.queue()
         {
             return Err(Error::Config(format!(
                 "the dead-letter queue must not be the consumed queue {q}"
@@ -390,20 +405,27 @@ impl ConsumerBuilder {
         })
     }
 
-    /// Build the consumer (checks the configuration; touches no database).
-    pub fn build(self) -> Result<Consumer> {
-        let source = Subscription::new(self.queue.clone(), self.consumer.clone());
-        self.build_with_source(source)
+    /// Build the consumer with this builder's source (checks the configuration; touches no
+    /// database).
+    pub(crate) fn build_consumer(self) -> Result<Consumer<S>> {
+        let config = self.config()?;
+        Ok(Consumer {
+            inner: Arc::new(Inner {
+                pool: self.pool,
+                source: self.source,
+                config,
+            }),
+        })
     }
 
-    /// Build a consumer reading batches from another [`BatchSource`] (e.g. a cooperative
-    /// group member) with this configuration. The queue must be the source's queue.
-    pub fn build_with_source<S: BatchSource>(self, source: S) -> Result<Consumer<S>> {
-        if source.queue() != &self.queue {
+    /// Build a consumer reading batches from another [`BatchSource`] (e.g. one of your own)
+    /// with this configuration. The queue must be the builder's queue.
+    pub fn build_with_source<T: BatchSource>(self, source: T) -> Result<Consumer<T>> {
+        if source.queue() != self.source.queue() {
             return Err(Error::Config(format!(
                 "the batch source reads queue {}, the builder names {}",
                 source.queue(),
-                self.queue
+                self.source.queue()
             )));
         }
         let config = self.config()?;

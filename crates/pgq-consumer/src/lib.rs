@@ -31,7 +31,15 @@
 //!   [`finish`](Batch::finish) it. A batch not read to the end is not finished by accident.
 //! - [`Consumer::run`] (a per-event [`Handler`]) and [`Consumer::run_batches`] (a
 //!   [`BatchHandler`]) are the run loop on top of it.
-//! - Everything is generic over a [`BatchSource`]; [`Subscription`] is the plain pgq consumer.
+//! - Everything is generic over a [`BatchSource`]; [`Subscription`] is the plain pgq consumer,
+//!   [`CoopMember`] a member of a cooperative group ([`CoopConsumer`]).
+//!
+//! ## Cooperative consumers
+//! Several processes can share one consumer's position and split its batches: each is a
+//! [`CoopConsumer`] (group name + member name, built with [`CoopConsumer::coop_builder`]) with
+//! everything a [`Consumer`] has, plus a heartbeat while it handles a batch, the takeover of
+//! crashed members' batches after a [`dead_interval`](ConsumerBuilder::dead_interval), and
+//! leaving the group on a clean shutdown. See [`CoopMember`] and the `coop_workers` example.
 //!
 //! ## Delivery
 //! [`Delivery::AtLeastOnce`] (default) finishes a batch after the handler has seen all of it;
@@ -47,7 +55,8 @@
 //!
 //! ## Connections
 //! The run loop uses one pooled connection for batches and, with wakeups on, one more held by the
-//! tick listener: give the pool at least two.
+//! tick listener: give the pool at least two. A cooperative member's heartbeat opens one more
+//! connection of its own (with the pool's options) the first time it holds a batch.
 //!
 //! ## Observability
 //! Each batch runs in a `pgq_batch` tracing span (queue, consumer, batch id, ticks). Metrics go
@@ -57,9 +66,11 @@
 
 mod batch;
 mod config;
+mod coop;
 mod dead_letter;
 mod error;
 mod handler;
+mod heartbeat;
 pub mod metrics;
 mod run;
 mod source;
@@ -68,7 +79,7 @@ mod wakeup;
 use std::sync::Arc;
 
 use pgq_core::sqlx::{PgConnection, PgPool};
-use pgq_core::{BatchId, BatchInfo, ConsumerName, QueueName};
+use pgq_core::{BatchId, ConsumerName, QueueName};
 
 pub use batch::{Batch, BatchSummary};
 pub use config::{
@@ -76,6 +87,7 @@ pub use config::{
     Shutdown,
 };
 use config::{Config, DeadLetterTarget};
+pub use coop::{CoopConsumer, CoopMember};
 pub use dead_letter::{
     DEAD_LETTER_SUFFIX, DeadLetterEvent, DeadLetterMeta, dead_letter_queue_name,
 };
@@ -141,7 +153,9 @@ impl<S: BatchSource> Consumer<S> {
         Ok(newly)
     }
 
-    /// Unregister the consumer: its position, open batch and retry events are dropped.
+    /// Unregister the consumer: its position, open batch and retry events are dropped. A
+    /// cooperative member leaves its group instead: its open batch goes back to the group and
+    /// the group keeps its position.
     ///
     /// Needs `pgq_reader`.
     pub async fn unregister(&self) -> Result<()> {
@@ -191,16 +205,7 @@ impl<S: BatchSource> Consumer<S> {
         batch: BatchId,
     ) -> Result<Batch<'c, S>> {
         self.inner.source.check_owner(&mut *conn, batch).await?;
-        let d = pgq_core::get_batch_info(&mut *conn, batch).await?;
-        let info = BatchInfo {
-            batch_id: batch,
-            cur_tick_id: d.tick_id,
-            prev_tick_id: d.prev_tick_id,
-            cur_tick_time: d.batch_end,
-            prev_tick_time: d.batch_start,
-            cur_tick_event_seq: d.seq_end,
-            prev_tick_event_seq: d.seq_start,
-        };
+        let info = source::batch_info(&mut *conn, batch).await?;
         Batch::open(conn, info, self.inner.clone()).await
     }
 
@@ -219,8 +224,12 @@ impl<S: BatchSource> Consumer<S> {
                  or let the consumer create it (create_dead_letter_queue(true), needs pgq_admin)"
             )));
         }
-        if pgq_core::create_queue(pool, dlq).await? {
-            tracing::info!(queue = %dlq, "dead-letter queue created");
+        match pgq_core::create_queue(pool, dlq).await {
+            Ok(true) => tracing::info!(queue = %dlq, "dead-letter queue created"),
+            Ok(false) => {}
+            // Another consumer (e.g. a member of the same group) created it at the same moment.
+            Err(_) if pgq_core::queue_exists(pool, dlq).await? => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::batch::Batch;
 use crate::config::{Delivery, Shutdown};
 use crate::error::{Error, Result};
 use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
+use crate::heartbeat::Heartbeat;
 use crate::source::BatchSource;
 use crate::wakeup::{Wake, Wakeups, sleep_or_cancel};
 
@@ -215,6 +216,9 @@ impl<S: BatchSource> Consumer<S> {
     ///   configuration) end the loop with `Err`.
     /// - On shutdown, the batch in progress is finished (or, with [`Shutdown::Abandon`], rolled
     ///   back for redelivery) and the loop returns `Ok(())`. A batch is never half-finished.
+    /// - A cooperative member ([`crate::CoopConsumer`]) also touches its membership while it
+    ///   holds a batch (a heartbeat on a connection of its own), and leaves its group on
+    ///   shutdown (a batch it still holds goes back to the group).
     pub async fn run<H: Handler>(&self, handler: H, shutdown: CancellationToken) -> Result<()> {
         self.run_loop(&EventDriver(handler), &shutdown).await
     }
@@ -230,6 +234,16 @@ impl<S: BatchSource> Consumer<S> {
     }
 
     async fn run_loop<D: Driver<S>>(&self, driver: &D, shutdown: &CancellationToken) -> Result<()> {
+        self.run_rounds(driver, shutdown).await?;
+        // A clean stop: let the source release what it holds (a cooperative member leaves).
+        self.inner.source.leave(&self.inner.pool).await
+    }
+
+    async fn run_rounds<D: Driver<S>>(
+        &self,
+        driver: &D,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         let cfg = &self.inner.config;
         let queue = self.inner.source.queue();
         let consumer = self.inner.source.consumer().as_str();
@@ -256,12 +270,13 @@ impl<S: BatchSource> Consumer<S> {
             cfg.reconnect,
             shutdown,
         );
+        let heartbeat = Heartbeat::start(&self.inner);
         failures = 0;
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
             }
-            match self.round(driver, shutdown).await {
+            match self.round(driver, heartbeat.as_ref(), shutdown).await {
                 Ok(Round::Batch) => failures = 0,
                 Ok(Round::Idle) => {
                     failures = 0;
@@ -271,6 +286,19 @@ impl<S: BatchSource> Consumer<S> {
                 }
                 Ok(Round::Stopped) => break Ok(()),
                 Err(e) if e.is_fatal() => break Err(e),
+                Err(e) if is_lost_batch(&e) => {
+                    // Not this consumer's any more: nothing to wait for, but nothing it did
+                    // in the batch's transaction was kept.
+                    tracing::warn!(
+                        queue = %queue,
+                        consumer,
+                        error = %e,
+                        "the batch was taken from this consumer (a cooperative member silent for \
+                         longer than the group's dead interval is taken over); its work was \
+                         rolled back and the batch is handled by its new owner"
+                    );
+                    crate::metrics::error(queue.as_str(), consumer);
+                }
                 Err(e) => {
                     let delay = cfg.reconnect.delay(failures);
                     tracing::warn!(
@@ -289,16 +317,25 @@ impl<S: BatchSource> Consumer<S> {
             }
         };
         wakeups.stop().await;
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.stop().await;
+        }
         result
     }
 
-    async fn round<D: Driver<S>>(&self, driver: &D, shutdown: &CancellationToken) -> Result<Round> {
+    async fn round<D: Driver<S>>(
+        &self,
+        driver: &D,
+        heartbeat: Option<&Heartbeat>,
+        shutdown: &CancellationToken,
+    ) -> Result<Round> {
         let mut conn = self.inner.pool.acquire().await?;
         let result = async {
             let tuning = self.inner.config.tuning;
             let Some(info) = self.inner.source.next_batch(&mut conn, tuning).await? else {
                 return Ok(Round::Idle);
             };
+            let _in_flight = heartbeat.map(Heartbeat::hold);
             match driver.process(self, &mut conn, info, shutdown).await? {
                 Processed::Finished => Ok(Round::Batch),
                 Processed::Abandoned => Ok(Round::Stopped),
@@ -311,4 +348,13 @@ impl<S: BatchSource> Consumer<S> {
         }
         result
     }
+}
+
+/// The batch being finished is no longer held by this consumer (taken over, or finished by
+/// someone else).
+fn is_lost_batch(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        crate::ErrorKind::Core(pgq_core::ErrorKind::BatchNotFound) | crate::ErrorKind::ForeignBatch
+    )
 }

@@ -2,9 +2,10 @@
 //!
 //! The batch, handler, retry and run-loop machinery only needs a source to hand out the next
 //! batch and to finish it; reading events and retrying them are the same pgq operations for every
-//! kind of consumer. A cooperative group member is another source.
+//! kind of consumer. A cooperative group member ([`crate::CoopMember`]) is another source.
 
 use std::future::Future;
+use std::time::Duration;
 
 use pgq_core::sqlx::{PgConnection, PgPool};
 use pgq_core::{BatchId, BatchInfo, BatchTuning, ConsumerName, QueueName};
@@ -46,6 +47,27 @@ pub trait BatchSource: Send + Sync + 'static {
         conn: &mut PgConnection,
         batch: BatchId,
     ) -> impl Future<Output = pgq_core::Result<()>> + Send;
+
+    /// How often the run loop calls [`BatchSource::touch`] while it holds a batch; `None` (the
+    /// default) for sources that need no heartbeat.
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Heartbeat: tell the database this consumer is alive. The run loop calls it from a
+    /// background task on a connection of its own (never the batch's), every
+    /// [`heartbeat_interval`](BatchSource::heartbeat_interval) while a batch is in flight.
+    fn touch(&self, conn: &mut PgConnection) -> impl Future<Output = pgq_core::Result<()>> + Send {
+        let _ = conn;
+        async { Ok(()) }
+    }
+
+    /// Called once when the run loop stops on shutdown (not when it fails): release what this
+    /// consumer identity holds. The default does nothing.
+    fn leave(&self, pool: &PgPool) -> impl Future<Output = Result<()>> + Send {
+        let _ = pool;
+        async { Ok(()) }
+    }
 
     /// Check that `batch` is held by this source's consumer on its queue:
     /// [`Error::ForeignBatch`] when another consumer holds it, `BatchNotFound` when nobody does.
@@ -109,29 +131,7 @@ impl BatchSource for Subscription {
     }
 
     async fn register(&self, pool: &PgPool, registration: &Registration) -> Result<bool> {
-        let (q, c) = (&self.queue, &self.consumer);
-        if *registration == Registration::Existing
-            || pgq_core::get_consumer_info(pool, q, c).await?.is_some()
-        {
-            return Ok(false);
-        }
-        let newly = match registration {
-            Registration::AtTick(tick) => pgq_core::register_consumer_at(pool, q, c, *tick).await?,
-            Registration::AtConsumer(other) => {
-                let tick = pgq_core::get_consumer_info(pool, q, other)
-                    .await?
-                    .and_then(|i| i.last_tick)
-                    .ok_or_else(|| {
-                        Error::Config(format!(
-                            "cannot register {c} at the position of consumer {other}: it is not \
-                             registered on queue {q}"
-                        ))
-                    })?;
-                pgq_core::register_consumer_at(pool, q, c, tick).await?
-            }
-            _ => pgq_core::register_consumer(pool, q, c).await?,
-        };
-        Ok(newly)
+        register_plain(pool, &self.queue, &self.consumer, registration).await
     }
 
     async fn unregister(&self, pool: &PgPool) -> Result<()> {
@@ -142,4 +142,53 @@ impl BatchSource for Subscription {
     async fn finish_batch(&self, conn: &mut PgConnection, batch: BatchId) -> pgq_core::Result<()> {
         pgq_core::finish_batch(conn, batch).await
     }
+}
+
+/// Register the plain consumer `c` on `q` where `registration` says, unless it is registered
+/// already (or `registration` is [`Registration::Existing`]); `true` when it registered now.
+pub(crate) async fn register_plain(
+    pool: &PgPool,
+    q: &QueueName,
+    c: &ConsumerName,
+    registration: &Registration,
+) -> Result<bool> {
+    if *registration == Registration::Existing
+        || pgq_core::get_consumer_info(pool, q, c).await?.is_some()
+    {
+        return Ok(false);
+    }
+    let newly = match registration {
+        Registration::AtTick(tick) => pgq_core::register_consumer_at(pool, q, c, *tick).await?,
+        Registration::AtConsumer(other) => {
+            let tick = pgq_core::get_consumer_info(pool, q, other)
+                .await?
+                .and_then(|i| i.last_tick)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "cannot register {c} at the position of consumer {other}: it is not \
+                         registered on queue {q}"
+                    ))
+                })?;
+            pgq_core::register_consumer_at(pool, q, c, tick).await?
+        }
+        _ => pgq_core::register_consumer(pool, q, c).await?,
+    };
+    Ok(newly)
+}
+
+/// The ids, ticks and times of an open batch (`pgq.get_batch_info`).
+pub(crate) async fn batch_info(
+    conn: &mut PgConnection,
+    batch: BatchId,
+) -> pgq_core::Result<BatchInfo> {
+    let d = pgq_core::get_batch_info(conn, batch).await?;
+    Ok(BatchInfo {
+        batch_id: batch,
+        cur_tick_id: d.tick_id,
+        prev_tick_id: d.prev_tick_id,
+        cur_tick_time: d.batch_end,
+        prev_tick_time: d.batch_start,
+        cur_tick_event_seq: d.seq_end,
+        prev_tick_event_seq: d.seq_start,
+    })
 }

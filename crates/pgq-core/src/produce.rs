@@ -177,39 +177,46 @@ pub async fn insert_event_raw<'e>(
     Ok(EventId(id))
 }
 
-struct Columns {
-    types: Vec<String>,
-    data: Vec<String>,
-    extras: [Vec<Option<String>>; 4],
-    times: Vec<Option<DateTime<Utc>>>,
+/// The events as columns, borrowed; an extra column that is all NULL is left out (`None`).
+struct Columns<'a> {
+    types: Vec<&'a str>,
+    data: Vec<&'a str>,
+    extras: [Option<Vec<Option<&'a str>>>; 4],
+    times: Option<Vec<Option<DateTime<Utc>>>>,
 }
 
-fn columns(op: Op, events: &[NewEvent]) -> Result<Columns> {
-    let n = events.len();
-    let mut c = Columns {
-        types: Vec::with_capacity(n),
-        data: Vec::with_capacity(n),
-        extras: std::array::from_fn(|_| Vec::with_capacity(n)),
-        times: Vec::with_capacity(n),
-    };
+fn columns(op: Op, events: &[NewEvent]) -> Result<Columns<'_>> {
     for ev in events {
         check_event(op, ev)?;
-        c.types.push(ev.ev_type.clone());
-        c.data.push(ev.ev_data.clone());
-        c.extras[0].push(ev.extra1.clone());
-        c.extras[1].push(ev.extra2.clone());
-        c.extras[2].push(ev.extra3.clone());
-        c.extras[3].push(ev.extra4.clone());
-        c.times.push(ev.time);
     }
-    Ok(c)
+    let extra = |f: fn(&NewEvent) -> Option<&str>| {
+        events.iter().any(|e| f(e).is_some()).then(|| events.iter().map(f).collect())
+    };
+    Ok(Columns {
+        types: events.iter().map(|e| e.ev_type.as_str()).collect(),
+        data: events.iter().map(|e| e.ev_data.as_str()).collect(),
+        extras: [
+            extra(|e| e.extra1.as_deref()),
+            extra(|e| e.extra2.as_deref()),
+            extra(|e| e.extra3.as_deref()),
+            extra(|e| e.extra4.as_deref()),
+        ],
+        times: events
+            .iter()
+            .any(|e| e.time.is_some())
+            .then(|| events.iter().map(|e| e.time).collect()),
+    })
 }
 
 /// Insert many events in one statement and one round trip (set-based), returning their ids in
-/// order. The queue's insert checks (disabled inserts, per-transaction limit) apply to each event.
+/// order.
 ///
-/// Needs `pgq_writer` when no event has [`NewEvent::time`] set; with explicit times the events go
-/// through `pgq.insert_event_raw`, which needs `pgq_admin`.
+/// Without event times this calls `pgq_rs.insert_events` (installed by [`crate::install`]): the
+/// queue's checks (it exists, inserts are not disabled, the per-transaction limit counting this
+/// transaction's earlier events) run once, then one `INSERT ... SELECT` writes every row exactly
+/// as `pgq.insert_event` would (sequence id, `now()`, the current transaction id). Needs
+/// `pgq_writer`. With explicit [`NewEvent::time`]s the events go through
+/// `pgq.insert_event_raw`, which needs `pgq_admin`.
 pub async fn insert_events<'e>(
     ex: impl PgExecutor<'e>,
     queue: &QueueName,
@@ -220,41 +227,39 @@ pub async fn insert_events<'e>(
     }
     let c = columns(INSERT_MANY, events)?;
     let [e1, e2, e3, e4] = &c.extras;
-    let ids: Vec<i64> = if c.times.iter().all(Option::is_none) {
-        sqlx::query_scalar!(
-            r#"select pgq.insert_event($1, t, d, x1, x2, x3, x4) as "id!"
-               from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-                    as u(t, d, x1, x2, x3, x4)"#,
+    let ids: Vec<i64> = match &c.times {
+        None => sqlx::query_scalar!(
+            r#"select pgq_rs.insert_events($1, $2::text[], $3::text[], $4::text[], $5::text[],
+                                           $6::text[], $7::text[]) as "ids!""#,
             queue.as_str(),
-            &c.types,
-            &c.data,
-            e1 as &[Option<String>],
-            e2 as &[Option<String>],
-            e3 as &[Option<String>],
-            e4 as &[Option<String>]
+            &c.types as &[&str],
+            &c.data as &[&str],
+            e1.as_deref() as Option<&[Option<&str>]>,
+            e2.as_deref() as Option<&[Option<&str>]>,
+            e3.as_deref() as Option<&[Option<&str>]>,
+            e4.as_deref() as Option<&[Option<&str>]>
         )
-        .fetch_all(ex)
+        .fetch_one(ex)
         .await
-        .op(INSERT_MANY)
-    } else {
-        sqlx::query_scalar!(
-            r#"select pgq.insert_event_raw($1, null, coalesce(tm, now()), null, null,
-                                            t, d, x1, x2, x3, x4) as "id!"
+        .op(INSERT_MANY),
+        Some(times) => sqlx::query_scalar!(
+            r#"select array_agg(pgq.insert_event_raw($1, null, coalesce(tm, now()), null, null,
+                                                      t, d, x1, x2, x3, x4) order by n) as "ids!"
                from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::timestamptz[])
-                    as u(t, d, x1, x2, x3, x4, tm)"#,
+                           $8::timestamptz[]) with ordinality
+                    as u(t, d, x1, x2, x3, x4, tm, n)"#,
             queue.as_str(),
-            &c.types,
-            &c.data,
-            e1 as &[Option<String>],
-            e2 as &[Option<String>],
-            e3 as &[Option<String>],
-            e4 as &[Option<String>],
-            &c.times as &[Option<DateTime<Utc>>]
+            &c.types as &[&str],
+            &c.data as &[&str],
+            e1.as_deref() as Option<&[Option<&str>]>,
+            e2.as_deref() as Option<&[Option<&str>]>,
+            e3.as_deref() as Option<&[Option<&str>]>,
+            e4.as_deref() as Option<&[Option<&str>]>,
+            times as &[Option<DateTime<Utc>>]
         )
-        .fetch_all(ex)
+        .fetch_one(ex)
         .await
-        .op(INSERT_RAW)
+        .op(INSERT_RAW),
     }
     .map_err(|e| with_queue(e, queue))?;
     Ok(ids.into_iter().map(EventId).collect())

@@ -293,7 +293,10 @@ async fn run_many(pool: &PgPool, postmaster: u32, extra: u32, secs: u64) -> Res<
     let after = children();
     let mut cpu = 0.0;
     let own = after.iter().find(|(p, _)| *p == extra).map_or(0.0, |a| a.1)
-        - before.iter().find(|(p, _)| *p == extra).map_or(0.0, |b| b.1);
+        - before
+            .iter()
+            .find(|(p, _)| *p == extra)
+            .map_or(0.0, |b| b.1);
     eprintln!(
         "  (ticker process alone: {:.1}% of a core)",
         own / start.elapsed().as_secs_f64() * 100.0

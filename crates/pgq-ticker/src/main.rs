@@ -32,8 +32,9 @@ fn main() -> ExitCode {
         eprintln!("pgq-ticker: {e}");
         return ExitCode::from(1);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, like pgqd's event loop: the work is waiting on sockets, and a single thread
+    // avoids cross-thread wakeups (it measurably lowers CPU with hundreds of databases).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -294,8 +294,10 @@ impl Worker {
                         lag0 = round.lag0_queues;
                         Stats::add(&self.stats.ticks, 1);
                         self.state.ticked();
-                        metrics::counter!("pgq_ticker_ticks_total", "db" => self.db.label.clone())
-                            .increment(1);
+                        if self.metrics {
+                            metrics::counter!("pgq_ticker_ticks_total", "db" => self.db.label.clone())
+                                .increment(1);
+                        }
                     }
                     Err(e) => return LoopEnd::Failed(self.error("pgq.ticker()", e)),
                 }

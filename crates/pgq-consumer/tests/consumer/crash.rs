@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use pgq_consumer::{Delivery, EventContext, Handler, HandlerError, handler_fn};
+use pgq_consumer::{Delivery, EventContext, Handler, HandlerError};
 use pgq_core::sqlx::PgPool;
 use pgq_core::{Event, QueueName};
 use pgq_testkit::TestDb;
@@ -15,18 +15,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::{builder, c, count, exec, produce, q, queue, tick, wait_for};
 
-const CHILD_ENV: &str = "PGQ_CONSUMER_TEST_CHILD";
+pub(crate) const CHILD_ENV: &str = "PGQ_CONSUMER_TEST_CHILD";
 
 /// Start a consumer process: `mode` is `hang` (at-least-once; records each event, then hangs
 /// after 10) or `exactly_once` (writes each event in the batch's transaction).
 fn spawn_child(mode: &str, url: &str, queue: &QueueName) -> Child {
+    spawn_test_child("crash::child_process", mode, url, queue)
+}
+
+/// Re-run this test binary as a consumer process: only the test `test` runs, with `CHILD_ENV`
+/// set to `mode`, and the database and queue in `PGQ_CHILD_URL` / `PGQ_CHILD_QUEUE`.
+pub(crate) fn spawn_test_child(test: &str, mode: &str, url: &str, queue: &QueueName) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, mode)
         .env("PGQ_CHILD_URL", url)
         .env("PGQ_CHILD_QUEUE", queue.as_str())
@@ -36,7 +37,7 @@ fn spawn_child(mode: &str, url: &str, queue: &QueueName) -> Child {
         .expect("re-run the test binary as a consumer process")
 }
 
-fn sigkill(mut child: Child) {
+pub(crate) fn sigkill(mut child: Child) {
     child.kill().expect("SIGKILL the consumer process");
     child.wait().unwrap();
 }
@@ -61,6 +62,22 @@ impl Handler for ExactlyOnceWriter {
     }
 }
 
+/// Records each event in `handled`, then hangs, holding its batch, once 10 are recorded.
+pub(crate) struct RecordThenHang(pub(crate) PgPool);
+
+impl Handler for RecordThenHang {
+    async fn handle(&self, ev: &Event, _ctx: &mut EventContext<'_>) -> Result<(), HandlerError> {
+        pgq_core::sqlx::query("insert into handled values ($1)")
+            .bind(ev.ev_id)
+            .execute(&self.0)
+            .await?;
+        if count(&self.0, "select count(*) from handled").await >= 10 {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_process() {
     let Ok(mode) = std::env::var(CHILD_ENV) else {
@@ -73,20 +90,7 @@ async fn child_process() {
     match mode.as_str() {
         "hang" => {
             let consumer = builder(&pool, &queue, "c").fetch_size(5).build().unwrap();
-            let handler = handler_fn(move |ev: Event| {
-                let pool = pool.clone();
-                async move {
-                    pgq_core::sqlx::query("insert into handled values ($1)")
-                        .bind(ev.ev_id)
-                        .execute(&pool)
-                        .await?;
-                    if count(&pool, "select count(*) from handled").await >= 10 {
-                        std::future::pending::<()>().await;
-                    }
-                    Ok(())
-                }
-            });
-            consumer.run(handler, never).await.unwrap();
+            consumer.run(RecordThenHang(pool), never).await.unwrap();
         }
         "exactly_once" => {
             let consumer = builder(&pool, &queue, "c")

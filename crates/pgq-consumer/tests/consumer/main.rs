@@ -3,5 +3,6 @@
 
 mod batch;
 mod common;
+mod coop;
 mod crash;
 mod run;
