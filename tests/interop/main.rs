@@ -89,13 +89,58 @@ fn py_consume(
         .collect()
 }
 
+fn pgqueue() -> bool {
+    peer_available(
+        "pgqueue (PyPI)",
+        Command::new(PY)
+            .env("PYTHONPATH", peers_dir())
+            .args(["-c", "import pgqueue"]),
+    )
+}
+
+fn peers_dir() -> String {
+    format!("{}/target/py-peers", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run pgqueue's Consumer until it printed `count` events; returns them.
+fn pgqueue_consume(
+    db: &TestDb,
+    queue: &str,
+    consumer: &str,
+    count: usize,
+) -> Vec<serde_json::Value> {
+    let out = Command::new(PY)
+        .env("PYTHONPATH", peers_dir())
+        .arg(script())
+        .args([
+            "pgqueue-consume",
+            &db.url(),
+            queue,
+            consumer,
+            &count.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run pgqueue consumer");
+    assert!(
+        out.status.success(),
+        "pgqueue consumer failed: {:?}",
+        out.status
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn field<'a>(v: &'a serde_json::Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(|x| x.as_str())
 }
 
 #[tokio::test]
 async fn our_events_read_identically_by_the_python_consumer() {
-    if !python_pgq() {
+    if !python_pgq() || !pgqueue() {
         return;
     }
     let db = TestDb::new().await;
@@ -117,34 +162,83 @@ async fn our_events_read_identically_by_the_python_consumer() {
             .extra3("e3"),
         NewEvent::new("timed", "t").time(when),
     ];
-    let mut tx = pool.begin().await.unwrap();
-    pgq_core::insert_events(&mut *tx, &queue, &sent[..2])
+    pgq_core::register_consumer(pool, &queue, &c("pgqueue"))
         .await
         .unwrap();
-    pgq_core::copy_events(
-        &mut tx,
-        &queue,
-        futures_util::stream::iter([Ok::<_, String>(sent[2].clone())]),
-    )
-    .await
-    .unwrap();
+    let producer = pgq_producer::Producer::new(queue.clone());
+    let mut tx = pool.begin().await.unwrap();
+    producer.send_batch(&mut *tx, &sent[..2]).await.unwrap();
+    producer
+        .copy_iter(&mut tx, [sent[2].clone()])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     tick(pool, &queue).await;
 
-    let mut got = py_consume(&db, "to_python", "py", 3, None);
-    got.sort_by_key(|v| v["ev_id"].as_i64());
-    assert_eq!(got.len(), 3);
-    for (v, s) in got.iter().zip(&sent) {
-        assert_eq!(field(v, "ev_type"), Some(s.ev_type.as_str()));
-        assert_eq!(field(v, "ev_data"), Some(s.ev_data.as_str()));
-        assert_eq!(field(v, "ev_extra1"), s.extra1.as_deref());
-        assert_eq!(field(v, "ev_extra2"), s.extra2.as_deref());
-        assert_eq!(field(v, "ev_extra3"), s.extra3.as_deref());
-        assert_eq!(field(v, "ev_extra4"), s.extra4.as_deref());
-        assert!(v["ev_retry"].is_null());
+    // python3-pgq's Consumer, then pgqueue's Consumer (which reports "no retry" as 0).
+    let readers = [
+        (
+            "python3-pgq",
+            py_consume(&db, "to_python", "py", 3, None),
+            serde_json::Value::Null,
+        ),
+        (
+            "pgqueue",
+            pgqueue_consume(&db, "to_python", "pgqueue", 3),
+            serde_json::json!(0),
+        ),
+    ];
+    for (peer, mut got, no_retry) in readers {
+        got.sort_by_key(|v| v["ev_id"].as_i64());
+        assert_eq!(got.len(), 3, "{peer}");
+        for (v, s) in got.iter().zip(&sent) {
+            assert_eq!(field(v, "ev_type"), Some(s.ev_type.as_str()), "{peer}");
+            assert_eq!(field(v, "ev_data"), Some(s.ev_data.as_str()), "{peer}");
+            assert_eq!(field(v, "ev_extra1"), s.extra1.as_deref(), "{peer}");
+            assert_eq!(field(v, "ev_extra2"), s.extra2.as_deref(), "{peer}");
+            assert_eq!(field(v, "ev_extra3"), s.extra3.as_deref(), "{peer}");
+            assert_eq!(field(v, "ev_extra4"), s.extra4.as_deref(), "{peer}");
+            assert_eq!(v["ev_retry"], no_retry, "{peer}");
+        }
+        let t = chrono::DateTime::parse_from_rfc3339(field(&got[2], "ev_time").unwrap()).unwrap();
+        assert_eq!(t.to_utc(), when, "{peer}: event time as given");
     }
-    let t = chrono::DateTime::parse_from_rfc3339(field(&got[2], "ev_time").unwrap()).unwrap();
-    assert_eq!(t.to_utc(), when, "event time as given");
+}
+
+/// A retried event reaches the Python consumer with its retry count.
+#[tokio::test]
+async fn retried_events_keep_their_retry_count_for_the_python_consumer() {
+    if !python_pgq() {
+        return;
+    }
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let queue = q("retry_py");
+    pgq_core::create_queue(pool, &queue).await.unwrap();
+    pgq_core::register_consumer(pool, &queue, &c("py"))
+        .await
+        .unwrap();
+    pgq_producer::Producer::new(queue.clone())
+        .send(pool, &NewEvent::new("r", "again"))
+        .await
+        .unwrap();
+    tick(pool, &queue).await;
+    let b = pgq_core::next_batch(pool, &queue, &c("py"))
+        .await
+        .unwrap()
+        .unwrap();
+    let ev = pgq_core::get_batch_events(pool, b).await.unwrap().remove(0);
+    pgq_core::event_retry(pool, b, ev.id(), Duration::ZERO)
+        .await
+        .unwrap();
+    pgq_core::finish_batch(pool, b).await.unwrap();
+    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    tick(pool, &queue).await;
+    let got = py_consume(&db, "retry_py", "py", 1, None);
+    assert_eq!(got[0]["ev_retry"], serde_json::json!(1));
+    assert_eq!(got[0]["ev_id"], serde_json::json!(ev.ev_id));
 }
 
 #[tokio::test]
@@ -166,18 +260,22 @@ async fn python_events_read_identically_by_our_consumer() {
         .unwrap();
     assert!(st.success());
     tick(pool, &queue).await;
-    let b = pgq_core::next_batch(pool, &queue, &c("rust"))
+    // Our consumer crate reads them.
+    let consumer = pgq_consumer::Consumer::builder(pool.clone(), queue.clone(), c("rust"))
+        .wakeups(false)
+        .build()
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let mut batch = consumer
+        .next_batch(&mut conn)
         .await
         .unwrap()
         .expect("batch");
-    let mut conn = pool.acquire().await.unwrap();
-    let mut evs: Vec<Event> = futures_util::TryStreamExt::try_collect(
-        pgq_core::stream_batch_events(&mut conn, b, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut evs: Vec<Event> = Vec::new();
+    while let Some(e) = batch.next_event().await.unwrap() {
+        evs.push(e);
+    }
+    batch.finish().await.unwrap();
     evs.sort_by_key(|e| e.ev_id);
     assert_eq!(evs.len(), 5);
     for (i, e) in evs.iter().enumerate() {
@@ -196,7 +294,6 @@ async fn python_events_read_identically_by_our_consumer() {
             (None, Some("py_e3"), None)
         );
     }
-    pgq_core::finish_batch(&mut *conn, b).await.unwrap();
 }
 
 /// A running pgqd, stopped on drop.
@@ -336,4 +433,67 @@ async fn a_cooperative_group_mixes_python_and_rust_members() {
         .map(|i| i.consumer_name)
         .collect();
     assert_eq!(names, vec!["grp", "grp.py1", "grp.rust1"]);
+}
+
+/// The `pgq-ticker` binary built next to this test (cargo builds every binary of the workspace
+/// before running `cargo test --workspace`).
+fn ticker_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("pgq-ticker");
+    assert!(
+        bin.exists(),
+        "{} missing: build it with cargo build --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// A running pgq-ticker, stopped on drop.
+struct Ticker(Child);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn pgq_ticker_ticks_for_the_python_consumer() {
+    if !python_pgq() {
+        return;
+    }
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let queue = q("py_by_ticker");
+    pgq_core::create_queue(pool, &queue).await.unwrap();
+    pgq_core::register_consumer(pool, &queue, &c("py"))
+        .await
+        .unwrap();
+    let cfg = pgq_core::QueueConfig {
+        ticker_max_lag: Some(Duration::ZERO),
+        ..Default::default()
+    };
+    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &queue, &cfg)
+        .await
+        .unwrap();
+    let child = Command::new(ticker_bin())
+        .args(["--db", &db.url(), "--ticker-period", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start pgq-ticker");
+    let _ticker = Ticker(child);
+    pgq_producer::Producer::new(queue.clone())
+        .send_batch(pool, &vec![NewEvent::new("t", "ticked by pgq-ticker"); 4])
+        .await
+        .unwrap();
+    // No manual tick: the Python consumer only sees the events if pgq-ticker ticks.
+    let got = py_consume(&db, "py_by_ticker", "py", 4, None);
+    assert_eq!(got.len(), 4);
+    assert!(
+        got.iter()
+            .all(|v| field(v, "ev_data") == Some("ticked by pgq-ticker"))
+    );
 }

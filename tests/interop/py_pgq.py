@@ -3,6 +3,7 @@
 
     py_pgq.py consume DSN QUEUE CONSUMER COUNT [MEMBER]   print COUNT events as JSON lines, then exit
     py_pgq.py produce DSN QUEUE COUNT                     insert COUNT events in one transaction
+    py_pgq.py pgqueue-consume DSN QUEUE CONSUMER COUNT    the same as consume, with pgqueue's Consumer
 
 CONSUMER must be registered already (a MEMBER is registered by CoopConsumer itself).
 """
@@ -88,11 +89,38 @@ def produce(dsn, queue, count):
     db.close()
 
 
+def pgqueue_consume(dsn, queue, consumer, count):
+    import time
+
+    import psycopg2
+    import pgqueue
+
+    db = psycopg2.connect(dsn)
+    reader = pgqueue.Consumer(queue, consumer)
+    seen = 0
+    while seen < count:
+        curs = db.cursor()
+        for ev in reader.next_events(curs, commit=True):
+            row = {"ev_id": ev.id, "ev_time": ev.time.isoformat(), "ev_txid": ev.txid,
+                   "ev_retry": ev.retry, "ev_type": ev.type, "ev_data": ev.data,
+                   "ev_extra1": ev.extra1, "ev_extra2": ev.extra2, "ev_extra3": ev.extra3,
+                   "ev_extra4": ev.extra4}
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+            seen += 1
+        db.commit()
+        if seen < count:
+            time.sleep(0.05)
+    db.close()
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "consume":
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),
                 sys.argv[6] if len(sys.argv) > 6 else None)
+    elif cmd == "pgqueue-consume":
+        pgqueue_consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif cmd == "produce":
         produce(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
