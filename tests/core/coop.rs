@@ -67,7 +67,7 @@ async fn members_split_the_batches_of_one_position() {
         "exists"
     );
     assert!(
-        pgq_core::coop_version(&mut *pool.acquire().await.unwrap())
+        pgq_core::coop_version(&mut pool.acquire().await.unwrap())
             .await
             .unwrap()
             .is_some()
@@ -113,7 +113,7 @@ async fn members_split_the_batches_of_one_position() {
         .await
         .unwrap();
     pgq_core::coop_finish_batch(pool, b).await.unwrap();
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
         .await
         .unwrap();
     tick(pool, &qn).await;
@@ -223,7 +223,7 @@ async fn unregistering_a_member_with_a_batch_returns_its_events_to_the_group() {
         "already gone"
     );
     assert!(pgq_core::batch_owner(pool, ba).await.unwrap().is_none());
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
         .await
         .unwrap();
     tick(pool, &qn).await;

@@ -38,7 +38,7 @@ async fn unknown_names_give_typed_errors() {
     let e = pgq_core::ticker_queue(pool, &nq).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QueueNotFound, "{e}");
     let e = pgq_core::set_queue_config(
-        &mut *pool.acquire().await.unwrap(),
+        &mut pool.acquire().await.unwrap(),
         &nq,
         &QueueConfig {
             ticker_max_count: Some(5),
@@ -49,7 +49,7 @@ async fn unknown_names_give_typed_errors() {
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::QueueNotFound, "{e}");
     let e = pgq_core::copy_events(
-        &mut *pool.acquire().await.unwrap(),
+        &mut pool.acquire().await.unwrap(),
         &nq,
         futures_util::stream::iter([Ok::<_, std::io::Error>(NewEvent::new("t", "d"))]),
     )

@@ -175,7 +175,7 @@ async fn empty_batches_are_returned_and_must_be_finished() {
         ticker_max_lag: Some(Duration::from_millis(1)),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &q, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &q, &cfg)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -246,7 +246,7 @@ async fn retried_events_come_back_after_the_retry_step_and_a_tick() {
     tick(pool, &q).await;
     assert!(drain(pool, &q, &c).await.is_empty());
 
-    let moved = pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+    let moved = pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
         .await
         .unwrap();
     assert_eq!(moved, 2);
@@ -270,7 +270,7 @@ async fn retried_events_come_back_after_the_retry_step_and_a_tick() {
         1
     );
     pgq_core::finish_batch(pool, b).await.unwrap();
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
         .await
         .unwrap();
     tick(pool, &q).await;
@@ -286,7 +286,7 @@ async fn retried_events_come_back_after_the_retry_step_and_a_tick() {
         .await
         .unwrap();
     assert_eq!(id.get(), ev.ev_id);
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
         .await
         .unwrap();
     tick(pool, &q).await;

@@ -46,7 +46,7 @@ async fn rotation_truncates_old_tables_only_after_consumers_pass() {
         rotation_period: Some(Duration::from_millis(1)),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &qn, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &qn, &cfg)
         .await
         .unwrap();
 
@@ -104,7 +104,7 @@ async fn rotation_steps_can_be_called_directly() {
         rotation_period: Some(Duration::from_millis(1)),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &qn, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &qn, &cfg)
         .await
         .unwrap();
     // Other tests' open transactions can hold the tick snapshots' xmin back (txids are
@@ -141,7 +141,7 @@ async fn ticker_variants() {
         ticker_max_count: Some(3),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &qn, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &qn, &cfg)
         .await
         .unwrap();
     pgq_core::insert_events(pool, &qn, &vec![NewEvent::new("t", "d"); 5])
@@ -180,7 +180,7 @@ async fn ticker_variants() {
         external_ticker: Some(true),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &ext, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &ext, &cfg)
         .await
         .unwrap();
     let info = pgq_core::get_queue_info(pool, &ext).await.unwrap();
@@ -216,7 +216,7 @@ async fn queue_config_and_info() {
         disable_insert: Some(true),
         per_tx_limit: Some(Some(9)),
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &qn, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &qn, &cfg)
         .await
         .unwrap();
     let stored = pgq_core::get_queue_config(pool, &qn).await.unwrap();

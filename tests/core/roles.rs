@@ -64,7 +64,7 @@ async fn writer_produces_and_reader_consumes_with_least_privilege() {
     ));
     assert!(e.to_string().contains("pgq_admin"), "{e}");
     let e = pgq_core::copy_events(
-        &mut *writer.acquire().await.unwrap(),
+        &mut writer.acquire().await.unwrap(),
         &queue,
         futures_util::stream::iter([Ok::<_, std::io::Error>(NewEvent::new("t", "d"))]),
     )

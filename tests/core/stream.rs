@@ -44,7 +44,7 @@ async fn a_million_event_batch_streams_with_bounded_memory() {
     while let Some(ev) = s.try_next().await.unwrap() {
         count += 1;
         sum += ev.ev_data.as_deref().unwrap()[..8].parse::<u64>().unwrap();
-        if count % 50_000 == 0 {
+        if count.is_multiple_of(50_000) {
             peak = peak.max(rss_kib());
         }
     }

@@ -54,7 +54,7 @@ fn c(s: &str) -> ConsumerName {
 }
 
 async fn tick(pool: &PgPool, queue: &QueueName) {
-    pgq_core::tick_now(&mut *pool.acquire().await.unwrap(), queue)
+    pgq_core::tick_now(&mut pool.acquire().await.unwrap(), queue)
         .await
         .unwrap();
 }
@@ -232,7 +232,7 @@ async fn retried_events_keep_their_retry_count_for_the_python_consumer() {
         .await
         .unwrap();
     pgq_core::finish_batch(pool, b).await.unwrap();
-    pgq_core::maint_retry_events_all(&mut *pool.acquire().await.unwrap())
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
         .await
         .unwrap();
     tick(pool, &queue).await;
@@ -349,7 +349,7 @@ async fn pgqd_ticks_for_our_consumers() {
         ticker_max_lag: Some(Duration::from_millis(10)),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &queue, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &queue, &cfg)
         .await
         .unwrap();
     let mut pgqd = start_pgqd(&db);
@@ -475,7 +475,7 @@ async fn pgq_ticker_ticks_for_the_python_consumer() {
         ticker_max_lag: Some(Duration::ZERO),
         ..Default::default()
     };
-    pgq_core::set_queue_config(&mut *pool.acquire().await.unwrap(), &queue, &cfg)
+    pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &queue, &cfg)
         .await
         .unwrap();
     let child = Command::new(ticker_bin())

@@ -46,7 +46,7 @@ async fn the_library_works_over_tls_and_verifies_the_server() {
     pgq_core::insert_events(&full, &q, &[NewEvent::new("t", "secret")])
         .await
         .unwrap();
-    pgq_core::tick_now(&mut *full.acquire().await.unwrap(), &q)
+    pgq_core::tick_now(&mut full.acquire().await.unwrap(), &q)
         .await
         .unwrap();
     let b = pgq_core::next_batch(&full, &q, &c).await.unwrap().unwrap();
