@@ -384,7 +384,7 @@ async fn pgqd_ticks_for_our_consumers() {
     let _ = BufReader::new(pgqd.0.stderr.take().unwrap()).lines();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cooperative_group_mixes_python_and_rust_members() {
     if !python_pgq() {
         return;
@@ -393,46 +393,99 @@ async fn a_cooperative_group_mixes_python_and_rust_members() {
     let pool = db.pool();
     let queue = q("mixed");
     pgq_core::create_queue(pool, &queue).await.unwrap();
-    let (g, rust) = (c("grp"), c("rust1"));
-    pgq_core::coop_register_member(pool, &queue, &g, &rust)
-        .await
+
+    // A Rust member (our CoopConsumer, slow enough that the Python member gets work too) ...
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let rust =
+        pgq_consumer::CoopConsumer::coop_builder(pool.clone(), queue.clone(), c("grp"), c("rust1"))
+            .poll_interval(Duration::from_millis(50))
+            .build()
+            .unwrap();
+    let stop = pgq_consumer::CancellationToken::new();
+    let rust_task = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let handler = pgq_consumer::handler_fn(move |ev: Event| {
+                let seen = seen.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    seen.lock().unwrap().push(ev.ev_data.unwrap_or_default());
+                    Ok::<_, pgq_consumer::HandlerError>(())
+                }
+            });
+            rust.run(handler, stop).await
+        })
+    };
+    // ... and a python3-pgq CoopConsumer process in the same group.
+    let py = Command::new(PY)
+        .arg(script())
+        .args(["consume", &db.url(), "mixed", "grp", "0", "py1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
         .unwrap();
-    // Batch 1 for the Rust member, batch 2 for the Python member.
-    for part in ["r", "p"] {
-        let evs: Vec<_> = (0..3)
-            .map(|i| NewEvent::new("t", format!("{part}{i}")))
-            .collect();
-        pgq_core::insert_events(pool, &queue, &evs).await.unwrap();
-        tick(pool, &queue).await;
+    // Wait until both members are registered, then produce 12 batches of 5 events.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pgq_core::get_consumer_info_queue(pool, &queue)
+        .await
+        .unwrap()
+        .len()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "members did not register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rb = pgq_core::coop_next_batch(pool, &queue, &g, &rust, BatchTuning::default(), None)
+    let producer = pgq_producer::Producer::new(queue.clone());
+    let mut sent = Vec::new();
+    for round in 0..12 {
+        let evs: Vec<_> = (0..5)
+            .map(|i| NewEvent::new("t", format!("e{round}_{i}")))
+            .collect();
+        sent.extend(evs.iter().map(|e| e.ev_data.clone()));
+        producer.send_batch(pool, &evs).await.unwrap();
+        tick(pool, &queue).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || py.wait_with_output().unwrap())
         .await
-        .unwrap()
         .unwrap();
-    let mut rust_seen: Vec<String> = pgq_core::get_batch_events(pool, rb)
-        .await
+    assert!(out.status.success());
+    let py_seen: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
-        .into_iter()
-        .map(|e| e.ev_data.unwrap())
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["ev_data"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    // The Python member works while the Rust member still holds its batch.
-    let py = py_consume(&db, "mixed", "grp", 3, Some("py1"));
-    pgq_core::coop_finish_batch(pool, rb).await.unwrap();
-    let mut py_seen: Vec<String> = py
-        .iter()
-        .map(|v| field(v, "ev_data").unwrap().to_owned())
-        .collect();
-    rust_seen.sort();
-    py_seen.sort();
-    assert_eq!(rust_seen, vec!["r0", "r1", "r2"]);
-    assert_eq!(py_seen, vec!["p0", "p1", "p2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() + py_seen.len() < sent.len() {
+        assert!(Instant::now() < deadline, "not every event was handled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    rust_task.await.unwrap().unwrap();
+    let rust_seen = seen.lock().unwrap().clone();
+    assert!(
+        !rust_seen.is_empty() && !py_seen.is_empty(),
+        "both members worked: rust {} python {}",
+        rust_seen.len(),
+        py_seen.len()
+    );
+    let mut all: Vec<String> = rust_seen.into_iter().chain(py_seen).collect();
+    all.sort();
+    sent.sort();
+    assert_eq!(all, sent, "every event exactly once across the group");
+    // The Rust member left the group on its clean shutdown; the Python member stays registered.
     let names: Vec<String> = pgq_core::get_consumer_info_queue(pool, &queue)
         .await
         .unwrap()
         .into_iter()
         .map(|i| i.consumer_name)
         .collect();
-    assert_eq!(names, vec!["grp", "grp.py1", "grp.rust1"]);
+    assert_eq!(names, vec!["grp", "grp.py1"]);
 }
 
 /// The `pgq-ticker` binary built next to this test (cargo builds every binary of the workspace

@@ -5,12 +5,14 @@
     py_pgq.py produce DSN QUEUE COUNT                     insert COUNT events in one transaction
     py_pgq.py pgqueue-consume DSN QUEUE CONSUMER COUNT    the same as consume, with pgqueue's Consumer
 
-CONSUMER must be registered already (a MEMBER is registered by CoopConsumer itself).
+CONSUMER must be registered already (a MEMBER is registered by CoopConsumer itself). COUNT 0 means
+"until no event arrived for 3 seconds" (for a member that gets an unknown share of a group's work).
 """
 import json
 import os
 import sys
 import tempfile
+import time
 
 import pgq
 
@@ -36,6 +38,7 @@ def reader_class(base):
     class Reader(base):
         want = 0
         seen = 0
+        last = None
 
         def process_event(self, db, ev):
             row = {
@@ -53,10 +56,15 @@ def reader_class(base):
             sys.stdout.write(json.dumps(row) + "\n")
             sys.stdout.flush()
             self.seen += 1
+            self.last = time.monotonic()
 
         def work(self):
+            if self.last is None:
+                self.last = time.monotonic()
             res = super().work()
-            if self.seen >= self.want:
+            if self.want > 0 and self.seen >= self.want:
+                self.looping = 0
+            if self.want == 0 and time.monotonic() - self.last > 3:
                 self.looping = 0
             return res
 
