@@ -16,6 +16,8 @@ pub(crate) struct TickerProc {
     pub(crate) child: Child,
     pub(crate) log: Arc<Mutex<Vec<String>>>,
     pub(crate) http: Option<u16>,
+    /// The thread copying stderr into `log`; joined once the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TickerProc {
@@ -41,7 +43,7 @@ impl TickerProc {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
@@ -50,6 +52,7 @@ impl TickerProc {
             child,
             log,
             http: port,
+            reader: Some(reader),
         }
     }
 
@@ -73,6 +76,10 @@ impl TickerProc {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
+                // Every line the process wrote is in `log` once its stderr is at EOF.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return st.code();
             }
             assert!(
