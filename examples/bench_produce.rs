@@ -8,6 +8,10 @@
 //!
 //! Both run on one private PostgreSQL cluster (pgq-testkit), alternating, several runs each;
 //! medians are printed. Arguments: `[copy_rows] [send_rows] [runs]` (default 200000 5000 5).
+//!
+//! Besides the human lines, each figure is printed as `RESULT <key> <value> <unit>` for
+//! `scripts/bench-compare`. With `PGQ_BENCH_PEERS` naming `bench/peers/peers.py`, pgqueue's bulk
+//! path (`bulk_insert_events`, PyPI 0.6) is measured on the same cluster too.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -29,6 +33,26 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn rate(n: u64, d: Duration) -> String {
     format!("{:.0} rows/s", n as f64 / d.as_secs_f64())
+}
+
+/// A machine-readable result line for `scripts/bench-compare`.
+fn result(key: &str, d: Duration) {
+    println!("RESULT {key} {:.3} ms", d.as_secs_f64() * 1e3);
+}
+
+/// Run the Python peer script named by `PGQ_BENCH_PEERS` (if set) with Debian's python3; its
+/// output (with its own `RESULT` lines) goes to our stdout.
+fn peer(args: &[&str]) {
+    let Some(script) = std::env::var_os("PGQ_BENCH_PEERS") else {
+        return;
+    };
+    let python = std::env::var("PGQ_BENCH_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let status = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("run the Python peer (bench/peers/peers.py)");
+    assert!(status.success(), "the Python peer failed: {args:?}");
 }
 
 fn arg(i: usize, default: u64) -> u64 {
@@ -95,6 +119,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "private cluster on 127.0.0.1:{}; {runs} runs each, medians",
         db.cluster().port()
     );
+    let version: String = sqlx::query_scalar("select version()")
+        .fetch_one(&pool)
+        .await?;
+    println!("INFO pg_version {version}");
     let queue = QueueName::new("bench_produce")?;
     pgq::core::create_queue(&pool, &queue).await?;
     let producer = Producer::new(queue.clone());
@@ -150,6 +178,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (ours, raw) = (median(ours), median(raw));
     let p1 = raw.as_secs_f64() / ours.as_secs_f64();
+    println!("RESULT p1.rows {copy_rows} rows");
+    result("p1.ours_copy", ours);
+    result("p1.psql_copy", raw);
     println!("P1: {copy_rows} events, {PAYLOAD}-byte payloads");
     println!(
         "    psql \\copy (raw table + txid index) {raw:>10.1?}  {}",
@@ -163,6 +194,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "    ratio copy / psql = {p1:.2}x (goal >= 0.85x) {}",
         if p1 >= 0.85 { "ok" } else { "BELOW GOAL" }
     );
+    // pgqueue's bulk path into its own queue on the same cluster.
+    let peer_queue = QueueName::new("bench_pgqueue")?;
+    if std::env::var_os("PGQ_BENCH_PEERS").is_some() {
+        pgq::core::create_queue(&pool, &peer_queue).await?;
+        println!("    pgqueue bulk_insert_events (PyPI 0.6, psycopg2 workaround):");
+        peer(&[
+            "pgqueue-bulk",
+            &url,
+            peer_queue.as_str(),
+            &copy_rows.to_string(),
+            &runs.to_string(),
+        ]);
+    }
 
     // P2: send_batch vs a loop of single sends, each in one transaction (and COPY, for scale).
     let events: Vec<NewEvent> = (0..send_rows).map(event).collect();
@@ -195,6 +239,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (single, batch, copied) = (median(single), median(batch), median(copied));
     let p2 = single.as_secs_f64() / batch.as_secs_f64();
+    println!("RESULT p2.rows {send_rows} rows");
+    result("p2.send_loop", single);
+    result("p2.send_batch", batch);
+    result("p2.copy", copied);
     println!("P2: {send_rows} events in one transaction");
     println!(
         "    loop of send                        {single:>10.1?}  {}",

@@ -4,24 +4,19 @@
 //! Uses `DATABASE_URL` when set; otherwise starts a private PostgreSQL cluster with
 //! `pgq-testkit`. Run: `cargo run --example consume`.
 
+mod common;
+
 use std::time::Duration;
 
 use pgq::consumer::{
     Backoff, CancellationToken, Consumer, DeadLetterMeta, HandlerError, handler_fn,
 };
-use pgq::core::sqlx::PgPool;
 use pgq::core::{self as core, ConsumerName, Event, NewEvent, QueueName};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (pool, _private) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgPool::connect(&url).await?, None),
-        Err(_) => {
-            println!("starting a private PostgreSQL cluster (set DATABASE_URL to use your own)");
-            let db = pgq_testkit::TestDb::new_without_schema().await;
-            (db.pool().clone(), Some(db))
-        }
-    };
+    let db = common::database().await?;
+    let pool = db.pool.clone();
     core::install(&pool).await?;
     let queue = QueueName::new("example_orders")?;
     core::create_queue(&pool, &queue).await?;

@@ -12,6 +12,8 @@
 //! starts a private PostgreSQL cluster with `pgq-testkit`. The example ticks the queue itself,
 //! as `pgq-ticker` or pgqd would in production.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -147,14 +149,8 @@ async fn run_group(
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let o = options()?;
-    let (pool, url, _private) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgPool::connect(&url).await?, url, None),
-        Err(_) => {
-            println!("starting a private PostgreSQL cluster (set DATABASE_URL to use your own)");
-            let db = pgq_testkit::TestDb::new_without_schema().await;
-            (db.pool().clone(), db.url(), Some(db))
-        }
-    };
+    let db = common::database().await?;
+    let (pool, url) = (db.pool.clone(), db.url.clone());
     core::install(&pool).await?;
     let queue = QueueName::new("example_jobs")?;
     core::create_queue(&pool, &queue).await?;

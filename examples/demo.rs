@@ -6,31 +6,17 @@
 //! Uses `DATABASE_URL` when set (the role must be able to `CREATE EXTENSION pgq` the first time);
 //! otherwise starts a private PostgreSQL cluster with `pgq-testkit`. Run it with `scripts/demo`.
 
+mod common;
+
 use futures_util::TryStreamExt;
 use pgq::core::sqlx::PgPool;
 use pgq::core::{self as core, ConsumerName, NewEvent, QueueName};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Keep a private database alive for the whole demo when no DATABASE_URL is given.
-    let (pool, _private) = match std::env::var("DATABASE_URL") {
-        Ok(url) => {
-            println!("using DATABASE_URL");
-            (PgPool::connect(&url).await?, None)
-        }
-        Err(_) => {
-            println!(
-                "starting a private PostgreSQL cluster (set DATABASE_URL to use your own) ..."
-            );
-            let db = pgq_testkit::TestDb::new_without_schema().await;
-            println!(
-                "  cluster on 127.0.0.1:{}, database {}",
-                db.cluster().port(),
-                db.name()
-            );
-            (db.pool().clone(), Some(db))
-        }
-    };
+    // Keeps a private database alive for the whole demo when no DATABASE_URL is given.
+    let db = common::database().await?;
+    let pool = db.pool.clone();
 
     let report = core::install(&pool).await?;
     println!(
@@ -117,17 +103,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     core::drop_queue(&pool, &queue, false).await?;
     println!("cleaned up: consumer unregistered, queue dropped.");
 
-    live(&pool, &url_of(&pool, &_private)).await?;
+    live(&pool, &db.url).await?;
     println!("Demo done.");
     Ok(())
-}
-
-/// The database URL the ticker connects to.
-fn url_of(_pool: &PgPool, private: &Option<pgq_testkit::TestDb>) -> String {
-    match private {
-        Some(db) => db.url(),
-        None => std::env::var("DATABASE_URL").unwrap_or_default(),
-    }
 }
 
 fn micros_now() -> i64 {

@@ -4,10 +4,12 @@
 //! Uses `DATABASE_URL` when set; otherwise starts a private PostgreSQL cluster with
 //! `pgq-testkit`. Run: `cargo run --example exactly_once`.
 
+mod common;
+
 use std::time::Duration;
 
 use pgq::consumer::{CancellationToken, Consumer, Delivery, EventContext, Handler, HandlerError};
-use pgq::core::sqlx::{self, PgPool};
+use pgq::core::sqlx;
 use pgq::core::{self as core, ConsumerName, Event, NewEvent, QueueName};
 
 /// Adds each payment to an account balance, in the batch's transaction.
@@ -31,14 +33,8 @@ impl Handler for ApplyPayment {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (pool, _private) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgPool::connect(&url).await?, None),
-        Err(_) => {
-            println!("starting a private PostgreSQL cluster (set DATABASE_URL to use your own)");
-            let db = pgq_testkit::TestDb::new_without_schema().await;
-            (db.pool().clone(), Some(db))
-        }
-    };
+    let db = common::database().await?;
+    let pool = db.pool.clone();
     core::install(&pool).await?;
     sqlx::raw_sql(
         "create table if not exists example_balance (account text primary key, total bigint)",

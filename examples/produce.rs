@@ -5,6 +5,8 @@
 //! otherwise starts a private PostgreSQL cluster with `pgq-testkit`.
 //! Run: `cargo run --example produce`.
 
+mod common;
+
 use pgq::core::sqlx::{self, PgPool};
 use pgq::core::{self as core, ConsumerName, QueueName};
 use pgq::producer::{Extras, Producer, TypedEvent};
@@ -61,14 +63,8 @@ async fn place_order(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (pool, _private) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (PgPool::connect(&url).await?, None),
-        Err(_) => {
-            println!("starting a private PostgreSQL cluster (set DATABASE_URL to use your own)");
-            let db = pgq_testkit::TestDb::new_without_schema().await;
-            (db.pool().clone(), Some(db))
-        }
-    };
+    let db = common::database().await?;
+    let pool = db.pool.clone();
     core::install(&pool).await?;
     let queue = QueueName::new("example_orders")?;
     let consumer = ConsumerName::new("example_billing")?;

@@ -73,15 +73,13 @@ fn py_consume(
     if let Some(m) = member {
         cmd.arg(m);
     }
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run python consumer");
-    assert!(
-        out.status.success(),
-        "python consumer failed: {:?}",
-        out.status
-    );
+    run_reader("python3-pgq consumer", &mut cmd)
+}
+
+/// Run a Python reader to its end; the events it printed, one JSON object a line.
+fn run_reader(what: &str, cmd: &mut Command) -> Vec<serde_json::Value> {
+    let out = cmd.stderr(Stdio::inherit()).output().expect(what);
+    assert!(out.status.success(), "{what} failed: {:?}", out.status);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -109,29 +107,15 @@ fn pgqueue_consume(
     consumer: &str,
     count: usize,
 ) -> Vec<serde_json::Value> {
-    let out = Command::new(PY)
-        .env("PYTHONPATH", peers_dir())
-        .arg(script())
-        .args([
-            "pgqueue-consume",
-            &db.url(),
-            queue,
-            consumer,
-            &count.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run pgqueue consumer");
-    assert!(
-        out.status.success(),
-        "pgqueue consumer failed: {:?}",
-        out.status
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let mut cmd = Command::new(PY);
+    cmd.env("PYTHONPATH", peers_dir()).arg(script()).args([
+        "pgqueue-consume",
+        &db.url(),
+        queue,
+        consumer,
+        &count.to_string(),
+    ]);
+    run_reader("pgqueue consumer", &mut cmd)
 }
 
 fn field<'a>(v: &'a serde_json::Value, k: &str) -> Option<&'a str> {
