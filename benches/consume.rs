@@ -10,6 +10,11 @@
 //!   into /dev/null (goal: ≥ 0.6×). Medians of several runs.
 //! - **P6**: peak RSS (VmHWM) of a consumer process running the run loop over one 1M-event batch
 //!   (goal: ≤ 64 MiB).
+//!
+//! Besides the human lines, each figure is printed as `RESULT <key> <value> <unit>` for
+//! `scripts/bench-compare`. With `PGQ_BENCH_PEERS` naming `bench/peers/peers.py`, pgqueue's
+//! Consumer (PyPI 0.6) and python3-pgq's Consumer read the same 200k-event batch too (each as its
+//! own registered consumer).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +30,9 @@ const P6_EVENTS: u64 = 1_000_000;
 const RUNS: usize = 5;
 const REPORT_ENV: &str = "PGQ_BENCH_CONSUME_REPORT";
 const CHILD_ENV: &str = "PGQ_BENCH_CONSUME_CHILD_URL";
+const PEERS_ENV: &str = "PGQ_BENCH_PEERS";
+/// The consumers the Python peers read the batch as.
+const PEER_CONSUMERS: [&str; 2] = ["pgqueue", "python3_pgq"];
 
 fn queue() -> QueueName {
     QueueName::new("bench").expect("queue name")
@@ -34,8 +42,9 @@ fn consumer_name() -> ConsumerName {
     ConsumerName::new("bench").expect("consumer name")
 }
 
-/// A fresh database with one queue holding one batch of `n` events (100-byte payloads).
-async fn setup(n: u64) -> (TestDb, Consumer) {
+/// A fresh database with one queue holding one batch of `n` events (100-byte payloads) for our
+/// consumer and for each of `others` (consumer names, registered alike).
+async fn setup(n: u64, others: &[&str]) -> (TestDb, Consumer) {
     let db = TestDb::new().await;
     let pool = db.pool().clone();
     core::create_queue(&pool, &queue())
@@ -45,6 +54,12 @@ async fn setup(n: u64) -> (TestDb, Consumer) {
         .build()
         .expect("consumer");
     consumer.register().await.expect("register");
+    for other in others {
+        let name = ConsumerName::new(*other).expect("consumer name");
+        core::register_consumer(&pool, &queue(), &name)
+            .await
+            .expect("register peer consumer");
+    }
     let mut tx = pool.begin().await.expect("begin");
     let events = futures_util::stream::iter(
         (0..n).map(|i| Ok::<_, std::io::Error>(NewEvent::new("bench", format!("{i:0>100}")))),
@@ -83,7 +98,7 @@ async fn read_batch(consumer: &Consumer, pool: &PgPool, expect: u64) -> BatchId 
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let (db, consumer) = rt.block_on(setup(P3_EVENTS));
+    let (db, consumer) = rt.block_on(setup(P3_EVENTS, &[]));
     let pool = db.pool().clone();
     let mut group = c.benchmark_group("consume");
     group.throughput(Throughput::Elements(P3_EVENTS));
@@ -110,6 +125,23 @@ fn psql(url: &str, command: &str) -> Duration {
         .expect("run psql (apt-get install postgresql-client)");
     assert!(status.success(), "psql failed");
     start.elapsed()
+}
+
+/// `RESULT <key> <ms> ms` for `scripts/bench-compare`.
+fn result(key: &str, d: Duration) {
+    println!("RESULT {key} {:.3} ms", d.as_secs_f64() * 1e3);
+}
+
+/// Run the Python peer script named by `PGQ_BENCH_PEERS` with Debian's python3 (or
+/// `PGQ_BENCH_PYTHON`); its output (with its own `RESULT` lines) goes to our stdout.
+fn peer(script: &std::ffi::OsStr, args: &[&str]) {
+    let python = std::env::var("PGQ_BENCH_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let status = Command::new(python)
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("run the Python peer (bench/peers/peers.py)");
+    assert!(status.success(), "the Python peer failed: {args:?}");
 }
 
 fn vm_hwm_kib() -> u64 {
@@ -151,7 +183,13 @@ fn child(url: &str) {
 fn report() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     // P3
-    let (db, consumer) = rt.block_on(setup(P3_EVENTS));
+    let peers = std::env::var_os(PEERS_ENV);
+    let others: &[&str] = if peers.is_some() {
+        &PEER_CONSUMERS
+    } else {
+        &[]
+    };
+    let (db, consumer) = rt.block_on(setup(P3_EVENTS, others));
     let pool = db.pool().clone();
     let mut ours = Vec::new();
     let mut batch = BatchId(0);
@@ -192,11 +230,42 @@ fn report() {
         if vs_select >= 0.6 { "met" } else { "NOT met" }
     );
     println!("  ratio vs psql COPY:   {vs_copy:.2}x");
+    println!("RESULT p3.events {P3_EVENTS} events");
+    result("p3.ours", ours);
+    result("p3.psql_select", select);
+    result("p3.psql_copy", copy);
+    if let Some(script) = &peers {
+        let (n, runs) = (P3_EVENTS.to_string(), RUNS.to_string());
+        println!("  pgqueue Consumer (PyPI 0.6), the same batch:");
+        peer(
+            script,
+            &[
+                "pgqueue-consume",
+                &url,
+                queue().as_str(),
+                PEER_CONSUMERS[0],
+                &n,
+                &runs,
+            ],
+        );
+        println!("  python3-pgq Consumer, the same batch:");
+        peer(
+            script,
+            &[
+                "pgq-consume",
+                &url,
+                queue().as_str(),
+                PEER_CONSUMERS[1],
+                &n,
+                &runs,
+            ],
+        );
+    }
     drop(consumer);
     drop(db);
 
     // P6
-    let (db, consumer) = rt.block_on(setup(P6_EVENTS));
+    let (db, consumer) = rt.block_on(setup(P6_EVENTS, &[]));
     let out = Command::new(std::env::current_exe().expect("own path"))
         .env_remove(REPORT_ENV)
         .env(CHILD_ENV, db.url())
@@ -224,6 +293,8 @@ fn report() {
         "  peak RSS (VmHWM): {mib:.1} MiB  (goal <= 64 MiB: {})",
         if mib <= 64.0 { "met" } else { "NOT met" }
     );
+    println!("RESULT p6.events {P6_EVENTS} events");
+    println!("RESULT p6.peak_rss {mib:.1} MiB");
     drop(consumer);
 }
 

@@ -83,8 +83,10 @@ async fn filled_queue(db: &TestDb, unique: bool) -> QueueName {
         let events: Vec<NewEvent> = (start..start + PER_TICK)
             .map(|i| NewEvent::new("t", i.to_string()))
             .collect();
-        pgq_core::insert_events(pool, &queue, &events).await.unwrap();
-        pgq_core::tick_now(&mut *pool.acquire().await.unwrap(), &queue)
+        pgq_core::insert_events(pool, &queue, &events)
+            .await
+            .unwrap();
+        pgq_core::tick_now(&mut pool.acquire().await.unwrap(), &queue)
             .await
             .unwrap();
     }
@@ -144,7 +146,11 @@ async fn r1_exactly_once_consumer_sigkilled_20_times_loses_nothing_and_duplicate
     let pool = db.pool();
     assert_eq!(scalar(pool, "select count(*) from target").await, EVENTS);
     assert_eq!(
-        scalar(pool, "select count(*) from generate_series(0, 1499) g where g not in (select n from target)").await,
+        scalar(
+            pool,
+            "select count(*) from generate_series(0, 1499) g where g not in (select n from target)"
+        )
+        .await,
         0,
         "0 lost"
     );
@@ -172,7 +178,11 @@ async fn r1_at_least_once_consumer_sigkilled_20_times_mid_batch_loses_nothing() 
         total - EVENTS
     );
     assert_eq!(
-        scalar(pool, "select count(distinct n) from target where n between 0 and 1499").await,
+        scalar(
+            pool,
+            "select count(distinct n) from target where n between 0 and 1499"
+        )
+        .await,
         EVENTS,
         "0 lost"
     );

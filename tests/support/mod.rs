@@ -124,7 +124,11 @@ impl Proc {
                 std::thread::sleep(Duration::from_millis(100));
                 return st.code();
             }
-            assert!(start.elapsed() < DEADLINE, "the process did not exit\n{}", self.log());
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the process did not exit\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

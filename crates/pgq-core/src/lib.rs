@@ -64,9 +64,7 @@ mod triggers;
 mod types;
 mod wakeup;
 
-pub use admin::{
-    RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts, rotation_blockers,
-};
+pub use admin::{RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts, rotation_blockers};
 pub use consume::{
     BatchTuning, EventFilter, batch_event_sql, batch_owner, batch_retry, event_retry,
     event_retry_at, event_retry_raw, finish_batch, get_batch_cursor, get_batch_events,
@@ -99,15 +97,15 @@ pub use queue::{
     get_queue_info_all, pause_queue, queue_exists, resume_queue, set_insert_disabled,
     set_queue_config,
 };
-pub use triggers::{
-    PgqTrigger, TriggerDef, TriggerEvents, TriggerFunction, TriggerTiming, create_pgq_triggers,
-    drop_pgq_triggers, pgq_triggers, table_primary_key, trigger_ddl,
-};
 pub use ticker_ops::{
     ConsumerStats, FastTickPoll, LockHolder, OtherTicker, QueueStats, TICKER_LOCK_KEY, TickRound,
     TickerFeatures, consumer_stats, fast_tick_poll, fast_tick_poll_plain, list_databases,
     other_tickers, pgq_presence, queue_stats, ticker_features, ticker_lock_holder, ticker_round,
     ticker_round_notify, ticker_unlock, try_ticker_lock,
+};
+pub use triggers::{
+    PgqTrigger, TriggerDef, TriggerEvents, TriggerFunction, TriggerTiming, create_pgq_triggers,
+    drop_pgq_triggers, pgq_triggers, table_primary_key, trigger_ddl,
 };
 pub use types::{
     BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, MaintOperation, NewEvent,

@@ -190,7 +190,10 @@ fn columns(op: Op, events: &[NewEvent]) -> Result<Columns<'_>> {
         check_event(op, ev)?;
     }
     let extra = |f: fn(&NewEvent) -> Option<&str>| {
-        events.iter().any(|e| f(e).is_some()).then(|| events.iter().map(f).collect())
+        events
+            .iter()
+            .any(|e| f(e).is_some())
+            .then(|| events.iter().map(f).collect())
     };
     Ok(Columns {
         types: events.iter().map(|e| e.ev_type.as_str()).collect(),

@@ -7,6 +7,11 @@
 //!   (the fast path's idle cost), against pgqd at a 10 ms ticker period.
 //! - `many DBS QUEUES SECS`: P5, one process ticking DBS databases × QUEUES queues at the default
 //!   period, then pgqd on the same databases: worst tick age and CPU of each.
+//! - `latency-pgqd PERIOD_MS POLL_MS RATE SECS`: the P4 anchors, the same producer and queue with
+//!   pgqd ticking at PERIOD_MS and a consumer polling `next_batch` every POLL_MS.
+//!
+//! Besides the human lines, each figure is printed as `RESULT <key> <value> <unit>` for
+//! `scripts/bench-compare`.
 //!
 //! Each run starts a private PostgreSQL cluster (pgq-testkit). `PGQ_TICKER_BIN` names the
 //! pgq-ticker binary (default: next to this example's directory).
@@ -27,11 +32,21 @@ async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
-        Some("latency") => latency(num(1, 100), num(2, 10)).await,
+        Some("latency") => latency(num(1, 100), num(2, 10), None).await,
+        Some("latency-pgqd") => {
+            let pgqd = PgqdPoll {
+                period_ms: num(1, 1000),
+                poll_ms: num(2, 10),
+            };
+            latency(num(3, 100), num(4, 10), Some(pgqd)).await
+        }
         Some("idle") => idle(num(1, 10)).await,
         Some("many") => many(num(1, 200), num(2, 5), num(3, 30)).await,
         _ => {
-            eprintln!("usage: ticker_bench latency RATE SECS | idle SECS | many DBS QUEUES SECS");
+            eprintln!(
+                "usage: ticker_bench latency RATE SECS | latency-pgqd PERIOD_MS POLL_MS RATE SECS \
+                 | idle SECS | many DBS QUEUES SECS"
+            );
             std::process::exit(2);
         }
     }
@@ -117,8 +132,15 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// P4: producer → pgq-ticker → consumer latency.
-async fn latency(rate: u64, secs: u64) -> Res<()> {
+/// The P4 anchor setup: pgqd as the ticker and a consumer polling on a timer.
+#[derive(Clone, Copy)]
+struct PgqdPoll {
+    period_ms: u64,
+    poll_ms: u64,
+}
+
+/// P4: producer → pgq-ticker (or, with `pgqd`, pgqd) → consumer latency.
+async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
     let cluster = Cluster::start_private()?;
     let url = private_db(&cluster, "lat").await?;
     let pool = PgPoolOptions::new()
@@ -132,7 +154,15 @@ async fn latency(rate: u64, secs: u64) -> Res<()> {
     sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
         .execute(&pool)
         .await?;
-    let _ticker = spawn_ticker(&["--db", &url]);
+    let dir = tempfile::tempdir()?;
+    let _ticker = match pgqd {
+        None => spawn_ticker(&["--db", &url]),
+        Some(p) => spawn_pgqd(
+            cluster.port(),
+            &format!("{}", p.period_ms as f64 / 1000.0),
+            dir.path(),
+        ),
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Drain what is there.
     while let Some(b) = pgq_core::next_batch(&pool, &queue, &consumer).await? {
@@ -144,12 +174,20 @@ async fn latency(rate: u64, secs: u64) -> Res<()> {
         let pool = pool.clone();
         let (queue, consumer) = (queue.clone(), consumer.clone());
         tokio::spawn(async move {
-            let mut listener = pgq_core::tick_listener(&pool).await?;
+            // The LISTEN consumer for pgq-ticker; the anchors poll instead.
+            let mut listener = match pgqd {
+                None => Some(pgq_core::tick_listener(&pool).await?),
+                Some(_) => None,
+            };
             let mut conn = pool.acquire().await?;
             let mut lat_ms = Vec::with_capacity(total as usize);
             let deadline = Instant::now() + Duration::from_secs(secs + 10);
             while (lat_ms.len() as u64) < total && Instant::now() < deadline {
-                let _ = tokio::time::timeout(Duration::from_millis(100), listener.recv()).await;
+                if let Some(l) = listener.as_mut() {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), l.recv()).await;
+                } else if let Some(p) = pgqd {
+                    tokio::time::sleep(Duration::from_millis(p.poll_ms)).await;
+                }
                 while let Some(b) = pgq_core::next_batch(&mut *conn, &queue, &consumer).await? {
                     let evs = pgq_core::get_batch_events(&mut *conn, b).await?;
                     let now = now_us();
@@ -176,14 +214,30 @@ async fn latency(rate: u64, secs: u64) -> Res<()> {
     }
     let mut lat = consumer_task.await?.map_err(|e| e.to_string())?;
     lat.sort_by(f64::total_cmp);
+    let (who, key) = match pgqd {
+        None => (
+            "pgq-ticker + LISTEN consumer".to_string(),
+            "ours".to_string(),
+        ),
+        Some(p) => (
+            format!(
+                "pgqd {} ms + {} ms polling consumer",
+                p.period_ms, p.poll_ms
+            ),
+            format!("pgqd{}ms", p.period_ms),
+        ),
+    };
+    let lost = total as i64 - lat.len() as i64;
     println!(
-        "P4 rate {rate} ev/s: sent {total}, received {}, lost {}; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "P4 rate {rate} ev/s, {who}: sent {total}, received {}, lost {lost}; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         lat.len(),
-        total as i64 - lat.len() as i64,
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN)
     );
+    println!("RESULT p4.{key}.r{rate}.p50 {:.3} ms", pct(&lat, 0.5));
+    println!("RESULT p4.{key}.r{rate}.p99 {:.3} ms", pct(&lat, 0.99));
+    println!("RESULT p4.{key}.r{rate}.lost {lost} events");
     Ok(())
 }
 
@@ -258,6 +312,8 @@ async fn idle(secs: u64) -> Res<()> {
     println!(
         "idle, one lag-0 queue: pgq-ticker (fast poll 2 ms) {ours:.2}% of a core; pgqd ticker_period 10 ms {theirs:.2}% (process + its sessions)"
     );
+    println!("RESULT idle.ours_cpu {ours:.3} %");
+    println!("RESULT idle.pgqd10ms_cpu {theirs:.3} %");
     Ok(())
 }
 
@@ -433,5 +489,11 @@ async fn many(dbs: u64, queues: u64, secs: u64) -> Res<()> {
          pgq-ticker: CPU {ours_cpu:.1}% of a core, worst tick age {ours_worst:.2}s (p99 of samples {ours_p99:.2}s)\n  \
          pgqd:       CPU {pgqd_cpu:.1}% of a core, worst tick age {pgqd_worst:.2}s (p99 of samples {pgqd_p99:.2}s)"
     );
+    println!("RESULT p5.dbs {dbs} databases");
+    println!("RESULT p5.queues {queues} queues");
+    println!("RESULT p5.ours_cpu {ours_cpu:.3} %");
+    println!("RESULT p5.ours_worst_age {ours_worst:.3} s");
+    println!("RESULT p5.pgqd_cpu {pgqd_cpu:.3} %");
+    println!("RESULT p5.pgqd_worst_age {pgqd_worst:.3} s");
     Ok(())
 }

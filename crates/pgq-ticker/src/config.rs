@@ -404,8 +404,78 @@ fn read_config_file(path: &Path) -> Result<FileConfig> {
     if !is_toml && looks_like_ini(&text) {
         parse_pgqd_ini(&text, &origin)
     } else {
-        toml::from_str(&text).map_err(|e| Error::config(Some(origin), e.to_string()))
+        toml::from_str(&text).map_err(|e| Error::config(Some(origin), toml_error(&text, &e)))
     }
+}
+
+/// A TOML error as "line L, column C (key): message", without the source line toml quotes (it may
+/// hold a connection string's password), and with passwords in the file masked.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim_end().to_owned();
+    for secret in passwords_in(text) {
+        msg = msg.replace(&secret, "***");
+    }
+    for (untagged, expected) in [
+        (
+            "FileDuration",
+            "expected a duration: seconds (0.5) or a string (\"500ms\", \"2m\")",
+        ),
+        (
+            "FileList",
+            "expected a list of strings, or one comma-separated string",
+        ),
+    ] {
+        if msg.contains(&format!("untagged enum {untagged}")) {
+            msg = expected.to_owned();
+        }
+    }
+    // toml places errors about the document as a whole (an unknown key, with flattened
+    // sections) at its start, where a location says nothing.
+    let Some(span) = e.span().filter(|s| s.start > 0) else {
+        return msg;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - line_start + 1;
+    // Name the key of that line (never its value).
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        });
+    match key {
+        Some(key) => format!("line {line}, column {column} ({key}): {msg}"),
+        None => format!("line {line}, column {column}: {msg}"),
+    }
+}
+
+/// Passwords written in `text`: in URL user info (`://user:PASSWORD@`) and as `password=`.
+fn passwords_in(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("://") {
+        let rest = &text[i + 3..];
+        let authority = &rest[..rest
+            .find(['/', '?', '"', '\'', ' ', '\n'])
+            .unwrap_or(rest.len())];
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, pw)) = userinfo.split_once(':')
+        {
+            out.push(pw.to_owned());
+        }
+    }
+    for (i, _) in text.match_indices("password=") {
+        let rest = &text[i + "password=".len()..];
+        let end = rest.find(['&', '"', '\'', ' ', '\n']).unwrap_or(rest.len());
+        out.push(rest[..end].to_owned());
+    }
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 fn looks_like_ini(text: &str) -> bool {
@@ -886,6 +956,20 @@ mod tests {
         assert!(parse_connstr("host").is_err());
         assert!(parse_connstr("bogus=1").is_err());
         assert!(parse_connstr("user='x").is_err());
+    }
+
+    #[test]
+    fn toml_errors_show_no_password() {
+        for text in [
+            "databases = [\"postgres://u:Secret-1@h/db\" x]\n",
+            "databases = \"postgres://u:Secret-1@h/db\"\n",
+            "databases = \"host=h password=Secret-1\"\n",
+        ] {
+            let e = toml::from_str::<FileConfig>(text).unwrap_err();
+            let msg = toml_error(text, &e);
+            assert!(msg.starts_with("line 1, column "), "{msg}");
+            assert!(!msg.contains("Secret-1"), "{msg}");
+        }
     }
 
     #[test]

@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""Renders the table of `scripts/bench-compare` from the `RESULT <key> <value> <unit>` and
+`INFO <key> <text>` lines its bench programs printed (standard library only).
+
+    report.py RESULTS_FILE MODE    (MODE: full or quick) -> the Markdown report on stdout
+
+Ratio = reference / ours for every row: all figures are costs (time, latency, CPU, tick age,
+memory), so a ratio above 1 means ours is faster or cheaper than the reference.
+"""
+import os
+import platform
+import sys
+
+
+def load(path):
+    results, info = {}, {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split(" ", 2)
+            if parts[0] == "RESULT" and len(parts) == 3:
+                value, _, unit = parts[2].partition(" ")
+                try:
+                    results[parts[1]] = (float(value), unit.strip(), value)
+                except ValueError:
+                    pass
+            elif parts[0] == "INFO" and len(parts) >= 2:
+                info[parts[1]] = parts[2] if len(parts) == 3 else ""
+    return results, info
+
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit == "ms" and v >= 100:
+        return "%.0f ms" % v
+    if unit in ("ms", "s", "%", "MiB"):
+        return "%.2f %s" % (v, unit) if v < 10 else "%.1f %s" % (v, unit)
+    return "%g %s" % (v, unit)
+
+
+class Table:
+    def __init__(self, results):
+        self.r = results
+        self.rows = []
+
+    def get(self, key):
+        v = self.r.get(key)
+        return v[0] if v else None
+
+    def row(self, what, ours, ours_unit, ref, ref_unit, ref_label, goal, verdict):
+        """verdict: None (no goal: informational), or a function of (ours, ref, ratio) -> bool."""
+        ratio = ref / ours if ours and ref is not None else None
+        if verdict is None:
+            status = "info"
+        elif ours is None:
+            status = "NOT RUN"
+        else:
+            status = "PASS" if verdict(ours, ref, ratio) else "FAIL"
+        ref_cell = "n/a" if ref is None and ref_label else ("%s %s" % (ref_label, fmt(ref, ref_unit))).strip() if ref_label else "—"
+        self.rows.append((what, fmt(ours, ours_unit), ref_cell,
+                          "%.2f×" % ratio if ratio is not None else "—", goal, status))
+
+    def markdown(self):
+        head = ("what", "ours", "reference", "ratio", "goal", "result")
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in self.rows]
+        return "\n".join(out)
+
+
+def build(results, mode):
+    t = Table(results)
+    g = t.get
+    n = lambda key, default="?": ("%d" % g(key)) if g(key) is not None else default
+    # P1
+    rows = n("p1.rows")
+    t.row("**P1** bulk produce `Producer::copy`, %s events (100-byte payloads)" % rows,
+          g("p1.ours_copy"), "ms", g("p1.psql_copy"), "ms",
+          "`psql \\copy` into an equivalent table + txid index", "≥ 0.85×",
+          lambda o, r, x: x is not None and x >= 0.85)
+    t.row("bulk produce, same rows: ours vs pgqueue 0.6 `bulk_insert_events`",
+          g("p1.ours_copy"), "ms", g("p1.pgqueue_copy"), "ms", "pgqueue", "—", None)
+    if g("p1.pgqueue_copy") and g("p1.psql_copy"):
+        t.row("pgqueue `bulk_insert_events` vs `psql \\copy` (pgqueue's own ratio)",
+              g("p1.pgqueue_copy"), "ms", g("p1.psql_copy"), "ms", "`psql \\copy`", "—", None)
+    # P2
+    t.row("**P2** set-based produce `send_batch`, %s events in one transaction" % n("p2.rows"),
+          g("p2.send_batch"), "ms", g("p2.send_loop"), "ms", "loop of `send`", "≥ 10×",
+          lambda o, r, x: x is not None and x >= 10)
+    t.row("`copy` of the same events (needs `pgq_admin`), for scale",
+          g("p2.copy"), "ms", g("p2.send_loop"), "ms", "loop of `send`", "—", None)
+    # P3
+    ev = n("p3.events")
+    t.row("**P3** consume one %s-event batch (`next_batch` + read to end)" % ev,
+          g("p3.ours"), "ms", g("p3.psql_select"), "ms", "`psql` SELECT of the batch's rows", "≥ 0.6×",
+          lambda o, r, x: x is not None and x >= 0.6)
+    t.row("consume, same batch, vs `psql` COPY (batch SQL) TO STDOUT",
+          g("p3.ours"), "ms", g("p3.psql_copy"), "ms", "`psql` COPY", "—", None)
+    t.row("**P3** consume, same batch, vs pgqueue 0.6 `Consumer`",
+          g("p3.ours"), "ms", g("p3.pgqueue_consume"), "ms", "pgqueue", "≥ 5×",
+          lambda o, r, x: x is not None and x >= 5)
+    t.row("consume, same batch, vs python3-pgq `Consumer`",
+          g("p3.ours"), "ms", g("p3.pgq_consume"), "ms", "python3-pgq", "—", None)
+    # P4
+    for rate in (100, 1000):
+        lost = g("p4.ours.r%d.lost" % rate)
+        for q, limit in (("p50", 5.0), ("p99", 15.0)):
+            ours = g("p4.ours.r%d.%s" % (rate, q))
+            ref10 = g("p4.pgqd10ms.r%d.%s" % (rate, q))
+            ref1s = g("p4.pgqd1000ms.r%d.%s" % (rate, q))
+            label = "pgqd 10 ms + 10 ms polling:"
+            if ref1s is not None:
+                label = "pgqd 1 s + polling: %s; %s" % (fmt(ref1s, "ms"), label)
+            t.row("**P4** end-to-end latency %s at %d ev/s, lag-0 queue (lost: %s)"
+                  % (q, rate, "n/a" if lost is None else "%d" % lost),
+                  ours, "ms", ref10, "ms", label, "≤ %g ms, 0 lost" % limit,
+                  lambda o, r, x, limit=limit, lost=lost: o <= limit and lost == 0)
+    # Ticker CPU
+    t.row("ticker idle cost, one lag-0 queue (process + its sessions, % of a core)",
+          g("idle.ours_cpu"), "%", g("idle.pgqd10ms_cpu"), "%", "pgqd at 10 ms", "≤ pgqd",
+          lambda o, r, x: r is not None and o <= r)
+    dbs, queues = n("p5.dbs"), n("p5.queues")
+    scale = "%s dbs × %s queues" % (dbs, queues)
+    if mode == "quick" or (g("p5.dbs") is not None and g("p5.dbs") < 200):
+        scale += " (shrunk: goal is for 200 × 5)"
+    t.row("**P5** tick lag, worst tick age, %s" % scale,
+          g("p5.ours_worst_age"), "s", g("p5.pgqd_worst_age"), "s", "pgqd", "≤ 2 s",
+          lambda o, r, x: o <= 2.0)
+    t.row("**P5** CPU, ticker + whole cluster, %s (%% of a core)" % scale,
+          g("p5.ours_cpu"), "%", g("p5.pgqd_cpu"), "%", "pgqd", "≤ pgqd",
+          lambda o, r, x: r is not None and o <= r)
+    # P6
+    t.row("**P6** peak RSS of a consumer process over one %s-event batch" % n("p6.events"),
+          g("p6.peak_rss"), "MiB", None, "MiB", "", "≤ 64 MiB",
+          lambda o, r, x: o <= 64.0)
+    return t
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = "%.0f GiB" % (kib / 1024 / 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return "%s, %d cores, %s RAM, %s %s" % (cpu, os.cpu_count() or 0, mem, platform.system(), platform.release())
+
+
+def main():
+    path, mode = sys.argv[1], sys.argv[2]
+    results, info = load(path)
+    t = build(results, mode)
+    loads = [(k[len("load_"):], v) for k, v in info.items() if k.startswith("load_")]
+    failed = [k[len("failed_"):] for k in info if k.startswith("failed_")]
+    pg = info.get("pg_version", "?").split(" on ")[0]
+    passes = sum(1 for r in t.rows if r[5] == "PASS")
+    goals = sum(1 for r in t.rows if r[5] in ("PASS", "FAIL", "NOT RUN"))
+    out = []
+    out.append("# Benchmarks side by side, %s (%s run)" % (info.get("date", "?"), mode))
+    out.append("")
+    out.append("- Command: `scripts/bench-compare%s` (release builds; private PostgreSQL clusters "
+               "started by the bench programs; medians of runs)" % (" --quick" if mode == "quick" else ""))
+    out.append("- Machine: %s" % machine())
+    out.append("- PostgreSQL: %s, pgq %s; pgqd %s; pgqueue 0.6 (PyPI) and python3-pgq %s on Debian's python3 / psycopg2 %s"
+               % (pg, info.get("pgq_version", "?"), info.get("pgqd_version", "?"),
+                  info.get("python3_pgq_version", "?"), info.get("psycopg2_version", "?")))
+    out.append("- Commit: %s" % info.get("commit", "?"))
+    out.append("- Load average (1/5/15 min) before each part — the 2-core machine is shared, so "
+               "figures vary between runs: " + "; ".join("%s %s" % (k, v) for k, v in loads))
+    if failed:
+        out.append("- **Parts that failed** (see the log): " + ", ".join(failed))
+    out.append("- Goals met: **%d of %d**. Ratio = reference ÷ ours (above 1: ours is faster or cheaper)." % (passes, goals))
+    out.append("")
+    out.append(t.markdown())
+    out.append("")
+    out.append("<details><summary>Raw results</summary>")
+    out.append("")
+    out.append("```")
+    out += ["%s %s %s" % (k, raw, u) for k, (_, u, raw) in results.items()]
+    out.append("```")
+    out.append("")
+    out.append("</details>")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

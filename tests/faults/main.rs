@@ -1,0 +1,12 @@
+//! Fault injection against real PostgreSQL (pgq-testkit clusters) and real processes: consumers
+//! and tickers SIGKILLed, the server stopped in `immediate` mode under load, and a soak with
+//! table rotation. Needs the `pgq-ticker` binary built (`cargo build --workspace`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod consumer_kill;
+mod load;
+mod server_restart;
+mod soak;
+mod ticker_kill;
