@@ -56,7 +56,12 @@ class Table:
             status = "NOT RUN"
         else:
             status = "PASS" if verdict(ours, ref, ratio) else "FAIL"
-        ref_cell = "n/a" if ref is None and ref_label else ("%s %s" % (ref_label, fmt(ref, ref_unit))).strip() if ref_label else "—"
+        if not ref_label:
+            ref_cell = "—"
+        elif ref is None:
+            ref_cell = "n/a"
+        else:
+            ref_cell = "%s %s" % (ref_label, fmt(ref, ref_unit))
         self.rows.append((what, fmt(ours, ours_unit), ref_cell,
                           "%.2f×" % ratio if ratio is not None else "—", goal, status))
 
@@ -70,7 +75,10 @@ class Table:
 def build(results, mode):
     t = Table(results)
     g = t.get
-    n = lambda key, default="?": ("%d" % g(key)) if g(key) is not None else default
+
+    def n(key):
+        return "%d" % g(key) if g(key) is not None else "?"
+
     # P1
     rows = n("p1.rows")
     t.row("**P1** bulk produce `Producer::copy`, %s events (100-byte payloads)" % rows,
