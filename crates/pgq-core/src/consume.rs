@@ -14,8 +14,8 @@ use crate::error::{Error, Op, Result, ResultExt};
 use crate::name::{ConsumerName, QueueName};
 use crate::queue::with_queue;
 use crate::types::{
-    BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, TickId, duration_to_interval,
-    opt_interval,
+    BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, EventRow, TickId,
+    duration_to_interval, opt_interval,
 };
 
 const REGISTER: Op = Op::reader("register_consumer");
@@ -376,11 +376,12 @@ pub async fn stream_batch_events<'c>(
 ) -> Result<BoxStream<'c, Result<Event>>> {
     let sql = batch_event_sql(&mut *conn, batch).await?;
     let (sql, binds) = filtered_batch_query(&sql, filter);
-    let mut q = sqlx::query_as::<_, Event>(AssertSqlSafe(sql));
+    let mut q = sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql));
     for list in binds.into_iter().flatten() {
         q = q.bind(list.clone());
     }
     Ok(q.fetch(conn)
+        .map_ok(Event::from)
         .map_err(move |e| batch_ctx(Error::from_sqlx(e, EVENTS), batch))
         .boxed())
 }

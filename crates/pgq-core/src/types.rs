@@ -78,6 +78,39 @@ pub struct Event {
     pub ev_extra4: Option<String>,
 }
 
+/// An event row in the column order of pgq's batch queries (`ev_id, ev_time, ev_txid, ev_retry,
+/// ev_type, ev_data, ev_extra1..4`), decoded by position: faster than by name, and only used for
+/// queries whose column order is pgq's.
+pub(crate) type EventRow = (
+    i64,
+    DateTime<Utc>,
+    i64,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Event {
+        Event {
+            ev_id: r.0,
+            ev_time: r.1,
+            ev_txid: r.2,
+            ev_retry: r.3,
+            ev_type: r.4,
+            ev_data: r.5,
+            ev_extra1: r.6,
+            ev_extra2: r.7,
+            ev_extra3: r.8,
+            ev_extra4: r.9,
+        }
+    }
+}
+
 impl Event {
     /// The event id as a typed id.
     pub fn id(&self) -> EventId {

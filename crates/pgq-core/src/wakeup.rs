@@ -20,7 +20,7 @@ use crate::consume::{EventFilter, batch_ctx, batch_event_sql, filtered_batch_que
 use crate::error::{Error, Op, Result, ResultExt};
 use crate::ident::quote_ident;
 use crate::name::QueueName;
-use crate::types::{BatchId, Event, EventId};
+use crate::types::{BatchId, Event, EventId, EventRow};
 
 /// The channel the `pgq.tick` trigger notifies on; the payload is the queue name.
 ///
@@ -124,11 +124,12 @@ pub async fn fetch_batch_cursor(
         "fetch forward {count} from {}",
         quote_ident(&batch_cursor_name(batch))
     );
-    sqlx::query_as::<_, Event>(AssertSqlSafe(sql))
+    let rows = sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql))
         .persistent(false)
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| cursor_error(e, batch))
+        .map_err(|e| cursor_error(e, batch))?;
+    Ok(rows.into_iter().map(Event::from).collect())
 }
 
 fn cursor_error(e: sqlx::Error, batch: BatchId) -> Error {
