@@ -10,6 +10,11 @@
 //! - `latency-pgqd PERIOD_MS POLL_MS RATE SECS`: the P4 anchors, the same producer and queue with
 //!   pgqd ticking at PERIOD_MS and a consumer polling `next_batch` every POLL_MS.
 //!
+//! `PGQ_BENCH_SPLIT=1` (latency runs) also splits each event's latency into producer round trip,
+//! commit → tick, tick → consumer asks, and the consumer's round trips, on stderr;
+//! `PGQ_BENCH_SPLIT_CSV=FILE` writes every event's times there (µs: sent, committed, tick, asked,
+//! got).
+//!
 //! Besides the human lines, each figure is printed as `RESULT <key> <value> <unit>` for
 //! `scripts/bench-compare`.
 //!
@@ -170,6 +175,7 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
     }
 
     let total = rate * secs;
+    let split = std::env::var_os("PGQ_BENCH_SPLIT").is_some();
     let consumer_task = {
         let pool = pool.clone();
         let (queue, consumer) = (queue.clone(), consumer.clone());
@@ -181,38 +187,63 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
             };
             let mut conn = pool.acquire().await?;
             let mut lat_ms = Vec::with_capacity(total as usize);
+            let mut trace = Vec::with_capacity(if split { total as usize } else { 0 });
             let deadline = Instant::now() + Duration::from_secs(secs + 10);
             while (lat_ms.len() as u64) < total && Instant::now() < deadline {
                 if let Some(l) = listener.as_mut() {
                     let _ = tokio::time::timeout(Duration::from_millis(100), l.recv()).await;
+                    // One pass over next_batch serves every tick announced so far (as
+                    // pgq-consumer's wakeup does): no empty next_batch per queued notification.
+                    while l.next_buffered().is_some() {}
                 } else if let Some(p) = pgqd {
                     tokio::time::sleep(Duration::from_millis(p.poll_ms)).await;
                 }
-                while let Some(b) = pgq_core::next_batch(&mut *conn, &queue, &consumer).await? {
-                    let evs = pgq_core::get_batch_events(&mut *conn, b).await?;
+                loop {
+                    let asked = now_us();
+                    let Some(b) = pgq_core::next_batch_info(&mut *conn, &queue, &consumer).await?
+                    else {
+                        break;
+                    };
+                    let evs = pgq_core::get_batch_events(&mut *conn, b.batch_id).await?;
                     let now = now_us();
                     for ev in evs {
                         if let Some(sent) =
                             ev.ev_data.as_deref().and_then(|d| d.parse::<i64>().ok())
                         {
                             lat_ms.push((now - sent) as f64 / 1000.0);
+                            if split {
+                                trace.push(Recv {
+                                    sent,
+                                    tick: b.cur_tick_time.timestamp_micros(),
+                                    asked,
+                                    got: now,
+                                });
+                            }
                         }
                     }
-                    pgq_core::finish_batch(&mut *conn, b).await?;
+                    pgq_core::finish_batch(&mut *conn, b.batch_id).await?;
                 }
             }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(lat_ms)
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((lat_ms, trace))
         })
     };
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
     let mut producer = pool.acquire().await?;
+    let mut committed = Vec::with_capacity(if split { total as usize } else { 0 });
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        pgq_core::insert_event(&mut *producer, &queue, "t", &now_us().to_string()).await?;
+        let sent = now_us();
+        pgq_core::insert_event(&mut *producer, &queue, "t", &sent.to_string()).await?;
+        if split {
+            committed.push((sent, now_us()));
+        }
     }
-    let mut lat = consumer_task.await?.map_err(|e| e.to_string())?;
+    let (mut lat, trace) = consumer_task.await?.map_err(|e| e.to_string())?;
+    if split {
+        print_split(&committed, &trace);
+    }
     lat.sort_by(f64::total_cmp);
     let (who, key) = match pgqd {
         None => (
@@ -239,6 +270,87 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
     println!("RESULT p4.{key}.r{rate}.p99 {:.3} ms", pct(&lat, 0.99));
     println!("RESULT p4.{key}.r{rate}.lost {lost} events");
     Ok(())
+}
+
+/// One received event, for `PGQ_BENCH_SPLIT` (all times µs since the epoch).
+struct Recv {
+    sent: i64,
+    tick: i64,
+    asked: i64,
+    got: i64,
+}
+
+/// `PGQ_BENCH_SPLIT=1`: split each event's latency into insert+commit (producer round trip),
+/// detection (tick time − commit), wakeup (consumer asks for the batch − tick time) and
+/// consumer round trips (events in hand − asked), and show the slowest 1%.
+fn print_split(committed: &[(i64, i64)], trace: &[Recv]) {
+    let done: std::collections::HashMap<i64, i64> = committed.iter().copied().collect();
+    if let Some(path) = std::env::var_os("PGQ_BENCH_SPLIT_CSV") {
+        let csv: String = trace
+            .iter()
+            .map(|r| {
+                let d = done.get(&r.sent).copied().unwrap_or(0);
+                format!("{},{d},{},{},{}\n", r.sent, r.tick, r.asked, r.got)
+            })
+            .collect();
+        let _ = std::fs::write(path, csv);
+    }
+    let mut rows: Vec<[f64; 5]> = trace
+        .iter()
+        .filter_map(|r| {
+            let d = *done.get(&r.sent)?;
+            let ms = |a: i64, b: i64| (b - a) as f64 / 1000.0;
+            Some([
+                ms(r.sent, r.got),
+                ms(r.sent, d),
+                ms(d, r.tick),
+                ms(r.tick, r.asked),
+                ms(r.asked, r.got),
+            ])
+        })
+        .collect();
+    let names = [
+        "total",
+        "insert+commit",
+        "commit->tick",
+        "tick->asked",
+        "asked->got",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let mut v: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        eprintln!(
+            "  split {n:>14}: p50 {:7.2} p90 {:7.2} p99 {:7.2} max {:7.2} ms",
+            pct(&v, 0.5),
+            pct(&v, 0.9),
+            pct(&v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    rows.sort_by(|a, b| b[0].total_cmp(&a[0]));
+    let slow = &rows[..rows.len().div_ceil(100)];
+    let mut mean = [0.0; 5];
+    for r in slow {
+        for i in 0..5 {
+            mean[i] += r[i] / slow.len() as f64;
+        }
+    }
+    eprintln!(
+        "  slowest 1% mean: total {:.2}, insert+commit {:.2}, commit->tick {:.2}, tick->asked {:.2}, asked->got {:.2} ms",
+        mean[0], mean[1], mean[2], mean[3], mean[4]
+    );
+    // Where in the second the slowest events were sent (clustering around the 1 s round).
+    let mut slow_sent: Vec<i64> = trace
+        .iter()
+        .filter(|r| (r.got - r.sent) as f64 / 1000.0 >= slow.last().map_or(0.0, |r| r[0]))
+        .map(|r| r.sent)
+        .collect();
+    slow_sent.sort_unstable();
+    let phases: Vec<String> = slow_sent
+        .iter()
+        .map(|s| format!("{}.{:03}", (s / 1_000_000) % 100, (s / 1000) % 1000))
+        .collect();
+    eprintln!("  slowest 1% sent at (s.ms): {}", phases.join(" "));
 }
 
 /// CPU seconds (user + system) of process `pid` from /proc.
