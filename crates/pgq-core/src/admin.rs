@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use crate::error::{Op, PgqRole, Result, ResultExt};
-use crate::types::{TickId, opt_interval};
+use crate::types::{TickId, interval_to_duration};
 
 const ADMIN_INFO: Op = Op::public("admin_info");
 
@@ -60,7 +60,7 @@ pub async fn rotation_blockers<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<Rotati
             consumer_name: r.co_name,
             last_tick_id: TickId(r.tick_id),
             last_tick_time: r.tick_time,
-            overdue: opt_interval(Some(r.overdue)),
+            overdue: interval_to_duration(&r.overdue),
         })
         .collect())
 }

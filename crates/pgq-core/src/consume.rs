@@ -15,7 +15,7 @@ use crate::name::{ConsumerName, QueueName};
 use crate::queue::with_queue;
 use crate::types::{
     BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, EventRow, TickId,
-    duration_to_interval, opt_interval,
+    duration_to_interval, interval_to_duration, opt_interval,
 };
 
 const REGISTER: Op = Op::reader("register_consumer");
@@ -565,7 +565,7 @@ macro_rules! consumer_row {
         ConsumerInfo {
             queue_name: r.queue_name.unwrap_or_default(),
             consumer_name: r.consumer_name.unwrap_or_default(),
-            lag: r.lag.map(|l| opt_interval(Some(l))),
+            lag: r.lag.as_ref().map(interval_to_duration),
             last_seen: opt_interval(r.last_seen),
             last_tick: r.last_tick.map(TickId),
             current_batch: r.current_batch.map(BatchId),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgConnection, Postgres};
 
 use crate::error::{Error, Op, Result, ResultExt};
-use crate::types::opt_interval;
+use crate::types::interval_to_duration;
 
 /// The schema holding this project's own objects, including the migration bookkeeping table
 /// (nothing is created in the user's `public` schema).
@@ -180,8 +180,8 @@ where
             .map(|r| QueueTickAge {
                 queue_name: r.queue_name,
                 last_tick_time: r.tick_time,
-                age: r.age.map(|a| opt_interval(Some(a))),
-                idle_period: opt_interval(Some(r.queue_ticker_idle_period)),
+                age: r.age.as_ref().map(interval_to_duration),
+                idle_period: interval_to_duration(&r.queue_ticker_idle_period),
                 not_ticked_here: r.not_ticked,
             })
             .collect();

@@ -48,7 +48,7 @@ pub fn check_text(op_name: &'static str, field: &str, value: &str) -> Result<()>
 const FIELD_NAMES: [&str; 6] = ["ev_type", "ev_data", "extra1", "extra2", "extra3", "extra4"];
 
 fn check_event(op: Op, ev: &NewEvent) -> Result<()> {
-    for (name, v) in FIELD_NAMES.iter().zip(ev.fields()) {
+    for (name, v) in ev.named_fields() {
         if let Some(v) = v {
             check_text(op.name, name, v)?;
         }
@@ -290,7 +290,7 @@ fn copy_row(buf: &mut Vec<u8>, ev: &NewEvent, now: &str) {
         Some(t) => buf.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::Micros, true).as_bytes()),
         None => buf.extend_from_slice(now.as_bytes()),
     }
-    for f in ev.fields() {
+    for (_, f) in ev.named_fields() {
         buf.push(b'\t');
         copy_text(buf, f);
     }

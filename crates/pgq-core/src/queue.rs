@@ -279,7 +279,7 @@ pub async fn current_event_table<'e>(ex: impl PgExecutor<'e>, queue: &QueueName)
     .map_err(|e| with_queue(e, queue))
 }
 
-/// Number of queues whose name matches (0 or 1): a cheap existence check. Needs no pgq role.
+/// Whether the queue exists: a cheap check. Needs no pgq role.
 pub async fn queue_exists<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Result<bool> {
     sqlx::query_scalar!(
         r#"select exists(select 1 from pgq.queue where queue_name = $1) as "e!""#,

@@ -163,6 +163,19 @@ pub struct FastTickPoll {
     pub snapshot: String,
 }
 
+impl FastTickPoll {
+    fn new(names: Vec<String>, ticks: Vec<i64>, lag0_queues: i64, snapshot: String) -> Self {
+        FastTickPoll {
+            ticked: names
+                .into_iter()
+                .zip(ticks.into_iter().map(TickId))
+                .collect(),
+            lag0_queues,
+            snapshot,
+        }
+    }
+}
+
 /// One fast-tick poll over every queue with `ticker_max_lag = 0` (needs our migration
 /// `pgq_rs.fast_tick`): a queue is looked at closely only when its event sequence moved past its
 /// newest tick, or a transaction that was in progress at its newest tick has finished since the
@@ -207,15 +220,7 @@ pub async fn fast_tick_poll<'e>(
     .fetch_one(ex)
     .await
     .op(FAST)?;
-    Ok(FastTickPoll {
-        ticked: r
-            .names
-            .into_iter()
-            .zip(r.ticks.into_iter().map(TickId))
-            .collect(),
-        lag0_queues: r.lag0,
-        snapshot: r.snap,
-    })
+    Ok(FastTickPoll::new(r.names, r.ticks, r.lag0, r.snap))
 }
 
 /// The fast-tick poll for databases without our migration: ticks (`pgq.ticker(queue)`) every
@@ -243,15 +248,7 @@ pub async fn fast_tick_poll_plain<'e>(ex: impl PgExecutor<'e>) -> Result<FastTic
     .fetch_one(ex)
     .await
     .op(FAST)?;
-    Ok(FastTickPoll {
-        ticked: r
-            .names
-            .into_iter()
-            .zip(r.ticks.into_iter().map(TickId))
-            .collect(),
-        lag0_queues: r.lag0,
-        snapshot: String::new(),
-    })
+    Ok(FastTickPoll::new(r.names, r.ticks, r.lag0, String::new()))
 }
 
 /// What one ticker round did.

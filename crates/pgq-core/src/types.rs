@@ -187,14 +187,16 @@ impl NewEvent {
         self
     }
 
-    pub(crate) fn fields(&self) -> [Option<&str>; 6] {
+    /// The six text fields with their names (`ev_type`, `ev_data`, `extra1`..`extra4`), in
+    /// column order.
+    pub fn named_fields(&self) -> [(&'static str, Option<&str>); 6] {
         [
-            Some(self.ev_type.as_str()),
-            Some(self.ev_data.as_str()),
-            self.extra1.as_deref(),
-            self.extra2.as_deref(),
-            self.extra3.as_deref(),
-            self.extra4.as_deref(),
+            ("ev_type", Some(self.ev_type.as_str())),
+            ("ev_data", Some(self.ev_data.as_str())),
+            ("extra1", self.extra1.as_deref()),
+            ("extra2", self.extra2.as_deref()),
+            ("extra3", self.extra3.as_deref()),
+            ("extra4", self.extra4.as_deref()),
         ]
     }
 }

@@ -45,21 +45,10 @@ pub struct Producer {
     batch_bytes: usize,
 }
 
-fn fields(ev: &NewEvent) -> [(&'static str, Option<&str>); 6] {
-    [
-        ("ev_type", Some(ev.ev_type.as_str())),
-        ("ev_data", Some(ev.ev_data.as_str())),
-        ("extra1", ev.extra1.as_deref()),
-        ("extra2", ev.extra2.as_deref()),
-        ("extra3", ev.extra3.as_deref()),
-        ("extra4", ev.extra4.as_deref()),
-    ]
-}
-
 /// Check every text field of event `index` with the database layer's rules, naming the event,
 /// the field and the reason.
 fn check_event(op: &'static str, index: u64, ev: &NewEvent) -> Result<()> {
-    for (field, value) in fields(ev) {
+    for (field, value) in ev.named_fields() {
         let Some(value) = value else { continue };
         if let Err(source) = pgq_core::check_text(op, field, value) {
             return Err(if value.len() > MAX_FIELD_BYTES {
@@ -82,7 +71,10 @@ fn check_event(op: &'static str, index: u64, ev: &NewEvent) -> Result<()> {
 }
 
 fn text_bytes(ev: &NewEvent) -> usize {
-    fields(ev).iter().map(|(_, v)| v.map_or(0, str::len)).sum()
+    ev.named_fields()
+        .iter()
+        .map(|(_, v)| v.map_or(0, str::len))
+        .sum()
 }
 
 /// Marks the end of a COPY stopped by the producer (the reason is kept aside, typed).
