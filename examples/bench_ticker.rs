@@ -1,16 +1,20 @@
 //! Measurements for pgq-ticker (run by `scripts/bench-ticker`, release build):
 //!
 //! - `latency RATE SECS`: P4, end-to-end latency producer → pgq-ticker → consumer on a queue with
-//!   `ticker_max_lag = 0`: autocommit inserts at RATE ev/s, a consumer that LISTENs on the tick
-//!   channel and reads batches; prints p50/p99/max and lost events.
+//!   `ticker_max_lag = 0`: autocommit inserts at RATE ev/s, and pgq-consumer's run loop
+//!   (`Consumer::run`, default settings: woken by the tick NOTIFY) as the consumer; prints
+//!   p50/p99/max and lost events.
+//! - `latency-core RATE SECS`: the same with a minimal consumer on pgq-core's functions (LISTEN,
+//!   `next_batch_info`, `get_batch_events`, `finish_batch`): the floor the run loop is held to.
 //! - `idle SECS`: CPU of the ticker and its database sessions with one lag-0 queue and no events
 //!   (the fast path's idle cost), against pgqd at a 10 ms ticker period.
 //! - `many DBS QUEUES SECS`: P5, one process ticking DBS databases × QUEUES queues at the default
-//!   period, then pgqd on the same databases: worst tick age and CPU of each.
+//!   period (queues set to want a tick every round), then pgqd on the same databases: worst tick age
+//!   and CPU of each.
 //! - `latency-pgqd PERIOD_MS POLL_MS RATE SECS`: the P4 anchors, the same producer and queue with
 //!   pgqd ticking at PERIOD_MS and a consumer polling `next_batch` every POLL_MS.
 //!
-//! `PGQ_BENCH_SPLIT=1` (latency runs) also splits each event's latency into producer round trip,
+//! `PGQ_BENCH_SPLIT=1` (`latency-core` runs) also splits each event's latency into producer round trip,
 //! commit → tick, tick → consumer asks, and the consumer's round trips, on stderr;
 //! `PGQ_BENCH_SPLIT_CSV=FILE` writes every event's times there (µs: sent, committed, tick, asked,
 //! got).
@@ -25,7 +29,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pgq_core::{ConsumerName, QueueName};
+use std::sync::{Arc, Mutex};
+
+use pgq_consumer::{CancellationToken, Consumer, handler_fn};
+use pgq_core::{ConsumerName, Event, QueueName};
 use pgq_testkit::Cluster;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -37,19 +44,20 @@ async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     match args.first().map(String::as_str) {
-        Some("latency") => latency(num(1, 100), num(2, 10), None).await,
+        Some("latency") => latency(num(1, 100), num(2, 10), Reader::Consumer).await,
+        Some("latency-core") => latency(num(1, 100), num(2, 10), Reader::Core).await,
         Some("latency-pgqd") => {
             let pgqd = PgqdPoll {
                 period_ms: num(1, 1000),
                 poll_ms: num(2, 10),
             };
-            latency(num(3, 100), num(4, 10), Some(pgqd)).await
+            latency(num(3, 100), num(4, 10), Reader::Poll(pgqd)).await
         }
         Some("idle") => idle(num(1, 10)).await,
         Some("many") => many(num(1, 200), num(2, 5), num(3, 30)).await,
         _ => {
             eprintln!(
-                "usage: ticker_bench latency RATE SECS | latency-pgqd PERIOD_MS POLL_MS RATE SECS \
+                "usage: bench_ticker latency RATE SECS | latency-core RATE SECS | latency-pgqd PERIOD_MS POLL_MS RATE SECS \
                  | idle SECS | many DBS QUEUES SECS"
             );
             std::process::exit(2);
@@ -144,8 +152,22 @@ struct PgqdPoll {
     poll_ms: u64,
 }
 
-/// P4: producer → pgq-ticker (or, with `pgqd`, pgqd) → consumer latency.
-async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
+/// Who ticks and who reads in a P4 run.
+#[derive(Clone, Copy)]
+enum Reader {
+    /// pgq-ticker, and pgq-consumer's `Consumer::run`.
+    Consumer,
+    /// pgq-ticker, and a minimal LISTEN consumer on pgq-core's functions.
+    Core,
+    /// pgqd at a period, and a consumer polling `next_batch` on a timer.
+    Poll(PgqdPoll),
+}
+
+/// What a consumer collected: latencies (ms) and, for `PGQ_BENCH_SPLIT`, per-event times.
+type Collected = (Vec<f64>, Vec<Recv>);
+
+/// P4: producer → pgq-ticker (or pgqd) → consumer latency.
+async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
     let cluster = Cluster::start_private()?;
     let url = private_db(&cluster, "lat").await?;
     let pool = PgPoolOptions::new()
@@ -160,13 +182,13 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
         .execute(&pool)
         .await?;
     let dir = tempfile::tempdir()?;
-    let _ticker = match pgqd {
-        None => spawn_ticker(&["--db", &url]),
-        Some(p) => spawn_pgqd(
+    let _ticker = match reader {
+        Reader::Poll(p) => spawn_pgqd(
             cluster.port(),
             &format!("{}", p.period_ms as f64 / 1000.0),
             dir.path(),
         ),
+        Reader::Consumer | Reader::Core => spawn_ticker(&["--db", &url]),
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Drain what is there.
@@ -175,57 +197,25 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
     }
 
     let total = rate * secs;
-    let split = std::env::var_os("PGQ_BENCH_SPLIT").is_some();
-    let consumer_task = {
-        let pool = pool.clone();
-        let (queue, consumer) = (queue.clone(), consumer.clone());
-        tokio::spawn(async move {
-            // The LISTEN consumer for pgq-ticker; the anchors poll instead.
-            let mut listener = match pgqd {
-                None => Some(pgq_core::tick_listener(&pool).await?),
-                Some(_) => None,
-            };
-            let mut conn = pool.acquire().await?;
-            let mut lat_ms = Vec::with_capacity(total as usize);
-            let mut trace = Vec::with_capacity(if split { total as usize } else { 0 });
-            let deadline = Instant::now() + Duration::from_secs(secs + 10);
-            while (lat_ms.len() as u64) < total && Instant::now() < deadline {
-                if let Some(l) = listener.as_mut() {
-                    let _ = tokio::time::timeout(Duration::from_millis(100), l.recv()).await;
-                    // One pass over next_batch serves every tick announced so far (as
-                    // pgq-consumer's wakeup does): no empty next_batch per queued notification.
-                    while l.next_buffered().is_some() {}
-                } else if let Some(p) = pgqd {
-                    tokio::time::sleep(Duration::from_millis(p.poll_ms)).await;
-                }
-                loop {
-                    let asked = now_us();
-                    let Some(b) = pgq_core::next_batch_info(&mut *conn, &queue, &consumer).await?
-                    else {
-                        break;
-                    };
-                    let evs = pgq_core::get_batch_events(&mut *conn, b.batch_id).await?;
-                    let now = now_us();
-                    for ev in evs {
-                        if let Some(sent) =
-                            ev.ev_data.as_deref().and_then(|d| d.parse::<i64>().ok())
-                        {
-                            lat_ms.push((now - sent) as f64 / 1000.0);
-                            if split {
-                                trace.push(Recv {
-                                    sent,
-                                    tick: b.cur_tick_time.timestamp_micros(),
-                                    asked,
-                                    got: now,
-                                });
-                            }
-                        }
-                    }
-                    pgq_core::finish_batch(&mut *conn, b.batch_id).await?;
-                }
-            }
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((lat_ms, trace))
-        })
+    let split = matches!(reader, Reader::Core) && std::env::var_os("PGQ_BENCH_SPLIT").is_some();
+    let deadline = Instant::now() + Duration::from_secs(secs + 10);
+    let consumer_task = match reader {
+        Reader::Consumer => tokio::spawn(run_loop_consumer(
+            pool.clone(),
+            queue.clone(),
+            consumer.clone(),
+            total,
+            deadline,
+        )),
+        Reader::Core | Reader::Poll(_) => tokio::spawn(core_consumer(
+            pool.clone(),
+            queue.clone(),
+            consumer.clone(),
+            total,
+            deadline,
+            reader,
+            split,
+        )),
     };
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
@@ -245,12 +235,16 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
         print_split(&committed, &trace);
     }
     lat.sort_by(f64::total_cmp);
-    let (who, key) = match pgqd {
-        None => (
-            "pgq-ticker + LISTEN consumer".to_string(),
+    let (who, key) = match reader {
+        Reader::Consumer => (
+            "pgq-ticker + pgq-consumer run loop".to_string(),
             "ours".to_string(),
         ),
-        Some(p) => (
+        Reader::Core => (
+            "pgq-ticker + minimal core consumer".to_string(),
+            "ours_core".to_string(),
+        ),
+        Reader::Poll(p) => (
             format!(
                 "pgqd {} ms + {} ms polling consumer",
                 p.period_ms, p.poll_ms
@@ -270,6 +264,106 @@ async fn latency(rate: u64, secs: u64, pgqd: Option<PgqdPoll>) -> Res<()> {
     println!("RESULT p4.{key}.r{rate}.p99 {:.3} ms", pct(&lat, 0.99));
     println!("RESULT p4.{key}.r{rate}.lost {lost} events");
     Ok(())
+}
+
+/// The latency of one received event, from the send time the producer put in its data.
+fn event_latency_ms(ev: &Event, now: i64) -> Option<(i64, f64)> {
+    let sent = ev.ev_data.as_deref()?.parse::<i64>().ok()?;
+    Some((sent, (now - sent) as f64 / 1000.0))
+}
+
+/// pgq-consumer's run loop with its defaults (woken by the tick NOTIFY), until `total` events
+/// arrived or `deadline`.
+async fn run_loop_consumer(
+    pool: PgPool,
+    queue: QueueName,
+    name: ConsumerName,
+    total: u64,
+    deadline: Instant,
+) -> Result<Collected, Box<dyn std::error::Error + Send + Sync>> {
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let stop = CancellationToken::new();
+    let consumer = Consumer::builder(pool, queue, name).build()?;
+    let handler = handler_fn({
+        let (lat, stop) = (lat.clone(), stop.clone());
+        move |ev: Event| {
+            let (lat, stop) = (lat.clone(), stop.clone());
+            async move {
+                if let Some((_, ms)) = event_latency_ms(&ev, now_us()) {
+                    let mut lat = lat.lock().expect("latency list");
+                    lat.push(ms);
+                    if lat.len() as u64 >= total {
+                        stop.cancel();
+                    }
+                }
+                Ok(())
+            }
+        }
+    });
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { consumer.run(handler, stop).await }
+    });
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep_until(deadline.into()) => stop.cancel(),
+    }
+    run.await??;
+    let lat = std::mem::take(&mut *lat.lock().expect("latency list"));
+    Ok((lat, Vec::new()))
+}
+
+/// A minimal consumer on pgq-core: LISTEN (or, for the pgqd anchors, a timer), then
+/// `next_batch_info` + `get_batch_events` + `finish_batch` until no batch is left.
+async fn core_consumer(
+    pool: PgPool,
+    queue: QueueName,
+    consumer: ConsumerName,
+    total: u64,
+    deadline: Instant,
+    reader: Reader,
+    split: bool,
+) -> Result<Collected, Box<dyn std::error::Error + Send + Sync>> {
+    let mut listener = match reader {
+        Reader::Poll(_) => None,
+        _ => Some(pgq_core::tick_listener(&pool).await?),
+    };
+    let mut conn = pool.acquire().await?;
+    let mut lat_ms = Vec::with_capacity(total as usize);
+    let mut trace = Vec::with_capacity(if split { total as usize } else { 0 });
+    while (lat_ms.len() as u64) < total && Instant::now() < deadline {
+        if let Some(l) = listener.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_millis(100), l.recv()).await;
+            // One pass over next_batch serves every tick announced so far (as pgq-consumer's
+            // wakeup does): no empty next_batch per queued notification.
+            while l.next_buffered().is_some() {}
+        } else if let Reader::Poll(p) = reader {
+            tokio::time::sleep(Duration::from_millis(p.poll_ms)).await;
+        }
+        loop {
+            let asked = now_us();
+            let Some(b) = pgq_core::next_batch_info(&mut *conn, &queue, &consumer).await? else {
+                break;
+            };
+            let evs = pgq_core::get_batch_events(&mut *conn, b.batch_id).await?;
+            let now = now_us();
+            for ev in evs {
+                if let Some((sent, ms)) = event_latency_ms(&ev, now) {
+                    lat_ms.push(ms);
+                    if split {
+                        trace.push(Recv {
+                            sent,
+                            tick: b.cur_tick_time.timestamp_micros(),
+                            asked,
+                            got: now,
+                        });
+                    }
+                }
+            }
+            pgq_core::finish_batch(&mut *conn, b.batch_id).await?;
+        }
+    }
+    Ok((lat_ms, trace))
 }
 
 /// One received event, for `PGQ_BENCH_SPLIT` (all times µs since the epoch).
@@ -504,10 +598,20 @@ async fn many(dbs: u64, queues: u64, secs: u64) -> Res<()> {
         for i in 0..queues {
             let q = QueueName::new(format!("q{i}"))?;
             pgq_core::create_queue(&mut c, &q).await?;
-            sqlx::query("select pgq.set_queue_config($1, 'ticker_idle_period', '1 second')")
-                .bind(q.as_str())
-                .execute(&mut c)
-                .await?;
+            // Every queue wants a tick every round (pgq ticks an idle queue once its newest
+            // tick is older than both half of ticker_max_lag and ticker_idle_period), so the
+            // tick age shows how far behind the ticker falls, not pgq's idle back-off.
+            for (key, value) in [
+                ("ticker_max_lag", "1 second"),
+                ("ticker_idle_period", "500 ms"),
+            ] {
+                sqlx::query("select pgq.set_queue_config($1, $2, $3)")
+                    .bind(q.as_str())
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut c)
+                    .await?;
+            }
         }
         c.close().await?;
     }
