@@ -306,11 +306,12 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         }
         let inner = self.inner.clone();
         let conn = &mut *self.tx;
-        inner.source.check_owner(&mut *conn, batch).await?;
         if !self.retries.is_empty() {
+            // Refuses a batch nobody holds; a batch of another consumer is refused below, and
+            // the retries go with the rollback.
             pgq_core::event_retry_many(&mut *conn, batch, &self.retries).await?;
         }
-        inner.source.finish_batch(conn, batch).await?;
+        inner.source.finish_owned(conn, batch).await?;
         let read_to_end = self.is_read_to_end();
         self.tx.commit().await?;
         let summary = BatchSummary {

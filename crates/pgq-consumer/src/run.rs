@@ -2,8 +2,10 @@
 //! finish; recover from database errors with capped backoff; stop cleanly on shutdown.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
-use pgq_core::sqlx::PgConnection;
+use pgq_core::sqlx::pool::PoolConnection;
+use pgq_core::sqlx::{PgConnection, Postgres};
 use pgq_core::{BatchInfo, Event};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -272,11 +274,17 @@ impl<S: BatchSource> Consumer<S> {
         );
         let heartbeat = Heartbeat::start(&self.inner);
         failures = 0;
+        // The loop keeps its connection between rounds: taking one from the pool again would
+        // cost a round trip (the pool's liveness check) on every wakeup while events flow.
+        let mut conn = KeptConnection::default();
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
             }
-            match self.round(driver, heartbeat.as_ref(), shutdown).await {
+            match self
+                .round(&mut conn, driver, heartbeat.as_ref(), shutdown)
+                .await
+            {
                 Ok(Round::Batch) => failures = 0,
                 Ok(Round::Idle) => {
                     failures = 0;
@@ -325,11 +333,15 @@ impl<S: BatchSource> Consumer<S> {
 
     async fn round<D: Driver<S>>(
         &self,
+        slot: &mut KeptConnection,
         driver: &D,
         heartbeat: Option<&Heartbeat>,
         shutdown: &CancellationToken,
     ) -> Result<Round> {
-        let mut conn = self.inner.pool.acquire().await?;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => self.inner.pool.acquire().await?,
+        };
         let result = async {
             let tuning = self.inner.config.tuning;
             let Some(info) = self.inner.source.next_batch(&mut conn, tuning).await? else {
@@ -345,8 +357,31 @@ impl<S: BatchSource> Consumer<S> {
         if result.is_err() {
             // Its state is unknown (broken, or mid-transaction): do not reuse it.
             conn.close_on_drop();
+        } else {
+            slot.keep(conn);
         }
         result
+    }
+}
+
+/// The run loop's connection between rounds, kept while it is in steady use. One unused for
+/// longer than [`KeptConnection::FRESH`] goes back to the pool, so a connection broken during a
+/// quiet spell is noticed by the pool's liveness check rather than by a failed round.
+#[derive(Default)]
+struct KeptConnection(Option<(PoolConnection<Postgres>, Instant)>);
+
+impl KeptConnection {
+    const FRESH: Duration = Duration::from_secs(1);
+
+    fn take(&mut self) -> Option<PoolConnection<Postgres>> {
+        self.0
+            .take()
+            .filter(|(_, used)| used.elapsed() < Self::FRESH)
+            .map(|(conn, _)| conn)
+    }
+
+    fn keep(&mut self, conn: PoolConnection<Postgres>) {
+        self.0 = Some((conn, Instant::now()));
     }
 }
 

@@ -48,6 +48,21 @@ pub trait BatchSource: Send + Sync + 'static {
         batch: BatchId,
     ) -> impl Future<Output = pgq_core::Result<()>> + Send;
 
+    /// Finish `batch` if this source's consumer holds it (inside the batch's transaction):
+    /// [`BatchSource::check_owner`], then [`BatchSource::finish_batch`]. Sources that can check
+    /// and finish in one statement override it.
+    fn finish_owned(
+        &self,
+        conn: &mut PgConnection,
+        batch: BatchId,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.check_owner(&mut *conn, batch).await?;
+            self.finish_batch(conn, batch).await?;
+            Ok(())
+        }
+    }
+
     /// How often the run loop calls [`BatchSource::touch`] while it holds a batch; `None` (the
     /// default) for sources that need no heartbeat.
     fn heartbeat_interval(&self) -> Option<Duration> {
@@ -141,6 +156,21 @@ impl BatchSource for Subscription {
 
     async fn finish_batch(&self, conn: &mut PgConnection, batch: BatchId) -> pgq_core::Result<()> {
         pgq_core::finish_batch(conn, batch).await
+    }
+
+    /// The ownership check and `pgq.finish_batch` in one statement; only when nothing was
+    /// finished is the owner looked up, for the error.
+    async fn finish_owned(&self, conn: &mut PgConnection, batch: BatchId) -> Result<()> {
+        if pgq_core::finish_own_batch(&mut *conn, batch, &self.queue, &self.consumer).await? {
+            return Ok(());
+        }
+        self.check_owner(&mut *conn, batch).await?;
+        // Held by this consumer after all: it was finished and handed out again in between.
+        Err(Error::Core(pgq_core::Error::BatchNotFound {
+            op: "finish_batch",
+            batch: batch.get(),
+            source: None,
+        }))
     }
 }
 

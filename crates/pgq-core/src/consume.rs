@@ -559,6 +559,34 @@ pub async fn finish_batch<'e>(ex: impl PgExecutor<'e>, batch: BatchId) -> Result
     }
 }
 
+/// Finish `batch` only if `consumer` holds it on `queue`: the ownership check and
+/// `pgq.finish_batch` in one statement. `false` (nothing finished) when the batch is not open, or
+/// is held by another consumer or queue; [`batch_owner`] tells which.
+///
+/// Needs `pgq_reader`.
+pub async fn finish_own_batch<'e>(
+    ex: impl PgExecutor<'e>,
+    batch: BatchId,
+    queue: &QueueName,
+    consumer: &ConsumerName,
+) -> Result<bool> {
+    let r = sqlx::query_scalar!(
+        r#"select pgq.finish_batch(s.sub_batch) as "r!"
+           from pgq.subscription s
+           join pgq.queue q on q.queue_id = s.sub_queue
+           join pgq.consumer c on c.co_id = s.sub_consumer
+           where s.sub_batch = $1 and q.queue_name = $2 and c.co_name = $3"#,
+        batch.0,
+        queue.as_str(),
+        consumer.as_str()
+    )
+    .fetch_optional(ex)
+    .await
+    .op(FINISH)
+    .map_err(|e| batch_ctx(e, batch))?;
+    Ok(r == Some(1))
+}
+
 macro_rules! consumer_row {
     ($r:expr) => {{
         let r = $r;

@@ -67,10 +67,10 @@ mod wakeup;
 pub use admin::{RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts, rotation_blockers};
 pub use consume::{
     BatchTuning, EventFilter, batch_event_sql, batch_owner, batch_retry, event_retry,
-    event_retry_at, event_retry_raw, finish_batch, get_batch_cursor, get_batch_events,
-    get_batch_info, get_consumer_info, get_consumer_info_all, get_consumer_info_queue, next_batch,
-    next_batch_custom, next_batch_info, register_consumer, register_consumer_at,
-    stream_batch_events, unregister_consumer,
+    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, get_batch_cursor,
+    get_batch_events, get_batch_info, get_consumer_info, get_consumer_info_all,
+    get_consumer_info_queue, next_batch, next_batch_custom, next_batch_info, register_consumer,
+    register_consumer_at, stream_batch_events, unregister_consumer,
 };
 pub use coop::{
     BatchHandling, coop_finish_batch, coop_next_batch, coop_register_member, coop_touch,

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgNotification};
 use sqlx::{AssertSqlSafe, PgConnection, PgExecutor, PgPool};
 
-use crate::consume::{EventFilter, batch_ctx, batch_event_sql, filtered_batch_query};
+use crate::consume::{EventFilter, batch_ctx, filtered_batch_query};
 use crate::error::{Error, Op, Result, ResultExt};
 use crate::ident::quote_ident;
 use crate::name::QueueName;
@@ -82,10 +82,12 @@ pub fn batch_cursor_name(batch: BatchId) -> String {
 /// Open a cursor over a batch's events in the current transaction, named
 /// [`batch_cursor_name`]`(batch)`: the batch's own event query (`pgq.batch_event_sql`), in
 /// event id order, with `filter` values bound as parameters. Read it with
-/// [`fetch_batch_cursor`]; it closes at the end of the transaction.
+/// [`fetch_batch_cursor`]; it closes at the end of the transaction. One round trip
+/// (`pgq_rs.open_batch_cursor`, installed by [`crate::install`]).
 ///
-/// `conn` must be inside a transaction (a cursor lives in one). Between fetches the connection is
-/// free for other statements of the same transaction: the exactly-once path writes there.
+/// `conn` must be inside a transaction (a cursor lives in one): outside of one the cursor is
+/// gone when the call returns, and [`fetch_batch_cursor`] says so. Between fetches the connection
+/// is free for other statements of the same transaction: the exactly-once path writes there.
 ///
 /// Needs `pgq_reader`.
 pub async fn declare_batch_cursor(
@@ -93,23 +95,28 @@ pub async fn declare_batch_cursor(
     batch: BatchId,
     filter: &EventFilter,
 ) -> Result<()> {
-    let sql = batch_event_sql(&mut *conn, batch).await?;
-    let (select, binds) = filtered_batch_query(&sql, filter);
-    let declare = format!(
-        "declare {} no scroll cursor for {select}",
-        quote_ident(&batch_cursor_name(batch))
-    );
-    let mut q = sqlx::query(AssertSqlSafe(declare)).persistent(false);
-    if let Some(binds) = binds {
-        for list in binds {
-            q = q.bind(list.clone());
-        }
-    }
-    q.execute(&mut *conn)
-        .await
-        .map_err(|e| cursor_error(e, batch))?;
+    let (query, binds) = filtered_batch_query(BATCH_SQL_SLOT, filter);
+    let [types, extra1, extra2, extra3, extra4] =
+        binds.map(|b| b.map(Vec::as_slice)).unwrap_or([&[]; 5]);
+    sqlx::query!(
+        "select pgq_rs.open_batch_cursor($1, $2, $3, $4, $5, $6, $7, $8)",
+        batch.0,
+        batch_cursor_name(batch),
+        binds.is_some().then_some(query),
+        types,
+        extra1,
+        extra2,
+        extra3,
+        extra4,
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| cursor_error(e, batch))?;
     Ok(())
 }
+
+/// Where `pgq_rs.open_batch_cursor` puts the batch's event query in a filtering wrapper.
+const BATCH_SQL_SLOT: &str = "{batch_sql}";
 
 /// Fetch the next `count` events from the cursor of [`declare_batch_cursor`]; fewer than `count`
 /// (possibly none) means the batch has been read to the end.
@@ -138,9 +145,12 @@ fn cursor_error(e: sqlx::Error, batch: BatchId) -> Error {
         .and_then(|d| d.code())
         .map(|c| c.into_owned());
     match code.as_deref() {
-        Some("25P01") => Error::invalid_input(
+        // 25P01: a cursor outside a transaction block; 34000: the cursor is gone (opened
+        // outside a transaction, or the transaction ended).
+        Some("25P01" | "34000") => Error::invalid_input(
             CURSOR,
-            "a batch cursor needs a transaction: begin one before opening the batch",
+            "a batch cursor needs a transaction: begin one before opening the batch, and read \
+             it before the transaction ends",
         ),
         _ => batch_ctx(Error::from_sqlx(e, CURSOR), batch),
     }
