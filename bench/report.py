@@ -98,9 +98,11 @@ def build(results, mode):
           g("p2.copy"), "ms", g("p2.send_loop"), "ms", "loop of `send`", "—", None)
     # P3
     ev = n("p3.events")
-    t.row("**P3** consume one %s-event batch (`next_batch` + read to end)" % ev,
+    t.row("**P3** consume one %s-event batch (run loop: handler per event, batch finished)" % ev,
           g("p3.ours"), "ms", g("p3.psql_select"), "ms", "`psql` SELECT of the batch's rows", "≥ 0.6×",
           lambda o, r, x: x is not None and x >= 0.6)
+    t.row("consume, same batch, through the `Batch` API (`next_batch` + `next_chunk`, cursor) vs the run loop",
+          g("p3.ours_batch_api"), "ms", g("p3.ours"), "ms", "run loop", "—", None)
     t.row("consume, same batch, vs `psql` COPY (batch SQL) TO STDOUT",
           g("p3.ours"), "ms", g("p3.psql_copy"), "ms", "`psql` COPY", "—", None)
     t.row("**P3** consume, same batch, vs pgqueue 0.6 `Consumer`",

@@ -5,9 +5,11 @@
 //! batch comes again). `scripts/bench-consume` runs this binary with `PGQ_BENCH_CONSUME_REPORT=1`
 //! instead, which prints the side-by-side figures:
 //!
-//! - **P3**: consuming one 200k-event batch vs `psql` reading the same rows (the batch's own
-//!   query, `pgq.batch_event_sql`) with `COPY (...) TO STDOUT` and with a plain `SELECT`, both
-//!   into /dev/null (goal: ≥ 0.6×). Medians of several runs.
+//! - **P3**: consuming one 200k-event batch with the run loop (`Consumer::run`, a handler per
+//!   event, the batch finished) vs `psql` reading the same rows (the batch's own query,
+//!   `pgq.batch_event_sql`) with `COPY (...) TO STDOUT` and with a plain `SELECT`, both into
+//!   /dev/null (goal: ≥ 0.6×), and the `Batch` API (`next_batch` + `next_chunk`) for scale.
+//!   Medians of several runs.
 //! - **P6**: peak RSS (VmHWM) of a consumer process running the run loop over one 1M-event batch
 //!   (goal: ≤ 64 MiB).
 //!
@@ -115,6 +117,36 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Consumer `name` runs `Consumer::run` (a handler that only counts) until its `expect` events
+/// were handled and the batch finished; the elapsed time.
+async fn run_loop_once(pool: &PgPool, name: &str, expect: u64) -> Duration {
+    let consumer = Consumer::builder(
+        pool.clone(),
+        queue(),
+        ConsumerName::new(name).expect("name"),
+    )
+    .build()
+    .expect("consumer");
+    let shutdown = CancellationToken::new();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handler = {
+        let (seen, shutdown) = (seen.clone(), shutdown.clone());
+        handler_fn(move |ev: Event| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n == expect {
+                shutdown.cancel(); // the batch in progress is finished first
+            }
+            std::hint::black_box(ev);
+            async { Ok::<_, HandlerError>(()) }
+        })
+    };
+    let start = Instant::now();
+    consumer.run(handler, shutdown).await.expect("run");
+    let took = start.elapsed();
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), expect);
+    took
+}
+
 /// `psql -c <command>` with stdout to /dev/null; the elapsed time.
 fn psql(url: &str, command: &str) -> Duration {
     let start = Instant::now();
@@ -189,15 +221,27 @@ fn report() {
     } else {
         &[]
     };
-    let (db, consumer) = rt.block_on(setup(P3_EVENTS, others));
+    let loops: Vec<String> = (0..RUNS).map(|i| format!("run_loop_{i}")).collect();
+    let others: Vec<&str> = others
+        .iter()
+        .copied()
+        .chain(loops.iter().map(String::as_str))
+        .collect();
+    let (db, consumer) = rt.block_on(setup(P3_EVENTS, &others));
     let pool = db.pool().clone();
-    let mut ours = Vec::new();
+    let mut batch_api = Vec::new();
     let mut batch = BatchId(0);
     for _ in 0..RUNS {
         let start = Instant::now();
         batch = rt.block_on(read_batch(&consumer, &pool, P3_EVENTS));
-        ours.push(start.elapsed());
+        batch_api.push(start.elapsed());
     }
+    // The run loop: each run is another consumer registered before the batch, so each reads
+    // the same batch once, to the end, and finishes it.
+    let ours: Vec<Duration> = loops
+        .iter()
+        .map(|name| rt.block_on(run_loop_once(&pool, name, P3_EVENTS)))
+        .collect();
     let sql = rt
         .block_on(core::batch_event_sql(&pool, batch))
         .expect("batch sql");
@@ -206,12 +250,18 @@ fn report() {
     let copy = median((0..RUNS).map(|_| psql(&url, &copy_cmd)).collect());
     let select = median((0..RUNS).map(|_| psql(&url, &sql)).collect());
     let ours = median(ours);
+    let batch_api = median(batch_api);
     let rate = |d: Duration| P3_EVENTS as f64 / d.as_secs_f64();
     println!("P3: one {P3_EVENTS}-event batch, medians of {RUNS} runs");
     println!(
-        "  pgq-consumer (next_batch + read to end): {:>8.1} ms  {:>9.0} events/s",
+        "  pgq-consumer run loop (handler per event, finish): {:>8.1} ms  {:>9.0} events/s",
         ours.as_secs_f64() * 1e3,
         rate(ours)
+    );
+    println!(
+        "  pgq-consumer Batch (next_batch + next_chunk):      {:>8.1} ms  {:>9.0} events/s",
+        batch_api.as_secs_f64() * 1e3,
+        rate(batch_api)
     );
     println!(
         "  psql COPY (batch sql) TO STDOUT:        {:>8.1} ms  {:>9.0} events/s",
@@ -232,6 +282,7 @@ fn report() {
     println!("  ratio vs psql COPY:   {vs_copy:.2}x");
     println!("RESULT p3.events {P3_EVENTS} events");
     result("p3.ours", ours);
+    result("p3.ours_batch_api", batch_api);
     result("p3.psql_select", select);
     result("p3.psql_copy", copy);
     if let Some(script) = &peers {

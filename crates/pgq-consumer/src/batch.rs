@@ -11,7 +11,7 @@ use pgq_core::sqlx::{Connection, PgConnection, Postgres, Transaction};
 use pgq_core::{BatchId, BatchInfo, Event, EventId};
 
 use crate::Inner;
-use crate::config::DeadLetterTarget;
+use crate::config::{DeadLetterTarget, RetryPolicy};
 use crate::dead_letter::DeadLetterEvent;
 use crate::error::{Error, Result};
 use crate::handler::{FailureAction, HandlerError};
@@ -76,23 +76,106 @@ impl<S: BatchSource> std::fmt::Debug for Batch<'_, S> {
     }
 }
 
+/// What the retry policy does with an event whose handler failed: `Some(delay)` to retry it
+/// (logged here), `None` to dead-letter it (it was retried `max_retries` times, or the error asks
+/// for it).
+fn retry_delay(policy: &RetryPolicy, event: &Event, error: &HandlerError) -> Option<Duration> {
+    let retries = u32::try_from(event.retry_count()).unwrap_or(0);
+    if error.action() == FailureAction::DeadLetter || retries >= policy.max_retries {
+        return None;
+    }
+    let delay = match error.action() {
+        FailureAction::RetryAfter(d) => d,
+        _ => policy.backoff.delay(retries),
+    };
+    tracing::warn!(
+        ev_id = event.ev_id,
+        retries,
+        delay_ms = delay.as_millis() as u64,
+        error = %error,
+        "handler failed; event will be retried"
+    );
+    Some(delay)
+}
+
+fn retry_at(after: Duration) -> DateTime<Utc> {
+    Utc::now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX)
+}
+
+/// Handler failures of a batch the run loop streams, decided as they happen: a retry is kept as
+/// its event id and time (16 bytes), an event to dead-letter whole, until the batch's
+/// transaction is open ([`Batch::apply_failures`]).
+#[derive(Default)]
+pub(crate) struct Failures {
+    retries: Vec<(EventId, DateTime<Utc>)>,
+    dead: Vec<(Event, String)>,
+}
+
+impl Failures {
+    /// Record a failed event under `policy`.
+    pub(crate) fn push(&mut self, policy: &RetryPolicy, event: Event, error: &HandlerError) {
+        match retry_delay(policy, &event, error) {
+            Some(delay) => self.retries.push((event.id(), retry_at(delay))),
+            None => self.dead.push((event, error.reason())),
+        }
+    }
+
+    /// How many events wait to be dead-lettered (kept whole in memory).
+    pub(crate) fn dead_letters(&self) -> usize {
+        self.dead.len()
+    }
+}
+
+/// The `pgq_batch` tracing span of a batch.
+pub(crate) fn batch_span<S: BatchSource>(info: &BatchInfo, inner: &Inner<S>) -> tracing::Span {
+    tracing::info_span!(
+        "pgq_batch",
+        queue = inner.source.queue().as_str(),
+        consumer = inner.source.consumer().as_str(),
+        batch_id = info.batch_id.get(),
+        prev_tick = info.prev_tick_id.get(),
+        cur_tick = info.cur_tick_id.get(),
+    )
+}
+
 impl<'c, S: BatchSource> Batch<'c, S> {
     pub(crate) async fn open(
         conn: &'c mut PgConnection,
         info: BatchInfo,
         inner: Arc<Inner<S>>,
     ) -> Result<Self> {
-        let queue = inner.source.queue().as_str();
-        let consumer = inner.source.consumer().as_str();
-        let span = tracing::info_span!(
-            "pgq_batch",
-            queue,
-            consumer,
-            batch_id = info.batch_id.get(),
-            prev_tick = info.prev_tick_id.get(),
-            cur_tick = info.cur_tick_id.get(),
+        let span = batch_span(&info, &*inner);
+        Self::begin(conn, info, inner, span, Instant::now()).await
+    }
+
+    /// The batch whose `read` events the run loop has already streamed to its handler, to the
+    /// end: what is left is failing events, retries and the finish, in the batch's transaction.
+    pub(crate) async fn open_read(
+        conn: &'c mut PgConnection,
+        info: BatchInfo,
+        inner: Arc<Inner<S>>,
+        span: tracing::Span,
+        started: Instant,
+        read: u64,
+    ) -> Result<Self> {
+        let mut batch = Self::begin(conn, info, inner, span, started).await?;
+        batch.exhausted = true;
+        batch.read = read;
+        batch.metrics.events.increment(read);
+        Ok(batch)
+    }
+
+    async fn begin(
+        conn: &'c mut PgConnection,
+        info: BatchInfo,
+        inner: Arc<Inner<S>>,
+        span: tracing::Span,
+        started: Instant,
+    ) -> Result<Self> {
+        let metrics = BatchMetrics::new(
+            inner.source.queue().as_str(),
+            inner.source.consumer().as_str(),
         );
-        let metrics = BatchMetrics::new(queue, consumer);
         let lag = (Utc::now() - info.cur_tick_time)
             .to_std()
             .unwrap_or_default();
@@ -109,7 +192,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
             read: 0,
             retries: Vec::new(),
             dead_lettered: 0,
-            started: Instant::now(),
+            started,
             metrics,
             span,
         })
@@ -202,8 +285,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     /// Put `event` into the retry queue, to come back after `after` with `ev_retry + 1` (after
     /// the ticker's retry step and a later tick). Applied when the batch is finished.
     pub fn retry(&mut self, event: &Event, after: Duration) {
-        let at = Utc::now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX);
-        self.retries.push((event.id(), at));
+        self.retries.push((event.id(), retry_at(after)));
     }
 
     /// How many events are waiting to go into the retry queue.
@@ -269,24 +351,22 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     /// Apply the retry policy to an event whose handler failed: retry it with backoff, or
     /// dead-letter it when it has been retried `max_retries` times (or the error asks for it).
     pub async fn fail_event(&mut self, event: &Event, error: &HandlerError) -> Result<()> {
-        let policy = self.inner.config.retry;
-        let retries = u32::try_from(event.retry_count()).unwrap_or(0);
-        let give_up = error.action() == FailureAction::DeadLetter || retries >= policy.max_retries;
-        if give_up {
-            return self.dead_letter(event, error.reason()).await;
+        match retry_delay(&self.inner.config.retry, event, error) {
+            Some(delay) => {
+                self.retry(event, delay);
+                Ok(())
+            }
+            None => self.dead_letter(event, error.reason()).await,
         }
-        let delay = match error.action() {
-            FailureAction::RetryAfter(d) => d,
-            _ => policy.backoff.delay(retries),
-        };
-        tracing::warn!(
-            ev_id = event.ev_id,
-            retries,
-            delay_ms = delay.as_millis() as u64,
-            error = %error,
-            "handler failed; event will be retried"
-        );
-        self.retry(event, delay);
+    }
+
+    /// Apply the failures collected while the batch was streamed: the retries, and the dead
+    /// letters (in the batch's transaction).
+    pub(crate) async fn apply_failures(&mut self, failures: Failures) -> Result<()> {
+        self.retries.extend(failures.retries);
+        for (event, reason) in failures.dead {
+            self.dead_letter(&event, reason).await?;
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Consumer;
-use crate::batch::Batch;
+use crate::batch::{Batch, Failures, batch_span};
 use crate::config::{Delivery, Shutdown};
 use crate::error::{Error, Result};
 use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
@@ -59,6 +59,28 @@ impl<S: BatchSource, H: Handler> Driver<S> for EventDriver<H> {
         info: BatchInfo,
         shutdown: &CancellationToken,
     ) -> Result<Processed> {
+        if consumer.inner.config.delivery == Delivery::ExactlyOnce {
+            return self.process_chunks(consumer, conn, info, shutdown).await;
+        }
+        match stream_events(&self.0, consumer, &mut *conn, &info, shutdown).await? {
+            Some(processed) => Ok(processed),
+            // Too many dead letters to hold until the batch's end: read it in chunks instead,
+            // from the start (events handled so far come again: at-least-once).
+            None => self.process_chunks(consumer, conn, info, shutdown).await,
+        }
+    }
+}
+
+impl<H: Handler> EventDriver<H> {
+    /// The batch through its cursor, chunk by chunk in the batch's transaction; exactly-once
+    /// runs each chunk in a savepoint.
+    async fn process_chunks<S: BatchSource>(
+        &self,
+        consumer: &Consumer<S>,
+        conn: &mut PgConnection,
+        info: BatchInfo,
+        shutdown: &CancellationToken,
+    ) -> Result<Processed> {
         let mut batch = Batch::open(conn, info.clone(), consumer.inner.clone()).await?;
         let span = batch.span().clone();
         let exactly_once = consumer.inner.config.delivery == Delivery::ExactlyOnce;
@@ -88,6 +110,69 @@ impl<S: BatchSource, H: Handler> Driver<S> for EventDriver<H> {
         .instrument(span)
         .await
     }
+}
+
+/// At-least-once: the batch's events streamed to the handler by one statement (the server keeps
+/// sending rows while the handler runs; memory stays flat), then the retries, the dead letters
+/// and `finish_batch` in one transaction. `None` when more events are due for the dead-letter
+/// queue than `fetch_size` (they are held until the end): nothing was written, and the caller
+/// reads the batch in chunks instead.
+async fn stream_events<S: BatchSource, H: Handler>(
+    handler: &H,
+    consumer: &Consumer<S>,
+    conn: &mut PgConnection,
+    info: &BatchInfo,
+    shutdown: &CancellationToken,
+) -> Result<Option<Processed>> {
+    use futures_util::TryStreamExt;
+    let inner = &consumer.inner;
+    let span = batch_span(info, inner);
+    let started = Instant::now();
+    async {
+        let mut failures = Failures::default();
+        let mut read = 0u64;
+        {
+            let mut events =
+                pgq_core::stream_batch_events(&mut *conn, info.batch_id, &inner.config.filter)
+                    .await?;
+            while let Some(event) = events.try_next().await? {
+                if abandon_now(consumer, shutdown) {
+                    // Nothing was written: the batch comes again.
+                    return Ok(Some(Processed::Abandoned));
+                }
+                read += 1;
+                let mut ctx = EventContext {
+                    conn: None,
+                    batch: info,
+                };
+                if let Err(e) = handler.handle(&event, &mut ctx).await {
+                    failures.push(&inner.config.retry, event, &e);
+                    if failures.dead_letters() > inner.config.fetch_size as usize {
+                        tracing::warn!(
+                            events_read = read,
+                            "more events to dead-letter than fetch_size: reading the batch \
+                             again in chunks"
+                        );
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let mut batch = Batch::open_read(
+            conn,
+            info.clone(),
+            inner.clone(),
+            span.clone(),
+            started,
+            read,
+        )
+        .await?;
+        batch.apply_failures(failures).await?;
+        batch.finish().await?;
+        Ok(Some(Processed::Finished))
+    }
+    .instrument(span.clone())
+    .await
 }
 
 /// At-least-once: call the handler for each event; returns the failures (`None`: abandon).

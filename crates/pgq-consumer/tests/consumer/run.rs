@@ -127,6 +127,103 @@ async fn events_reach_the_dead_letter_queue_after_max_retries_with_their_reason(
     assert_eq!(meta.consumer, "c");
 }
 
+/// At-least-once batches are streamed and their dead letters held until the batch's end; with
+/// more of them than `fetch_size` the batch is read again in chunks: every event still reaches
+/// the dead-letter queue exactly once, mixed retries included, and the good ones are handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_more_dead_letters_than_fetch_size_is_dead_lettered_once() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let q = queue(pool, "many_dead").await;
+    let dlq = crate::common::q("many_dead_dlq");
+    pgq_core::create_queue(pool, &dlq).await.unwrap();
+    pgq_core::register_consumer(pool, &dlq, &c("dlq_reader"))
+        .await
+        .unwrap();
+    let consumer = builder(pool, &q, "c")
+        .fetch_size(3)
+        .max_retries(1)
+        .retry_backoff(Backoff::constant(Duration::ZERO))
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    consumer.register().await.unwrap();
+    // (data, ev_retry) of every event handled.
+    type Handled = Arc<Mutex<Vec<(String, Option<i32>)>>>;
+    let handled: Handled = Default::default();
+    let seen = handled.clone();
+    // Multiples of 3 succeed, 1 mod 3 dead-letter at once, 2 mod 3 fail (one retry, then dead).
+    let handler = handler_fn(move |ev: Event| {
+        let seen = seen.clone();
+        async move {
+            let data = ev.ev_data.clone().unwrap();
+            seen.lock().unwrap().push((data.clone(), ev.ev_retry));
+            match data.parse::<u32>().unwrap() % 3 {
+                0 => Ok(()),
+                1 => Err(HandlerError::dead_letter(Boom(data))),
+                _ => Err(Boom(data).into()),
+            }
+        }
+    });
+    produce(pool, &q, 0, 30).await;
+    let stop_ticker = ticker(pool, &q);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        async move { consumer.run(handler, shutdown).await }
+    });
+    let dead: Arc<Mutex<Vec<Event>>> = Default::default();
+    wait_for("20 dead letters", || {
+        let (pool, dlq, dead) = (pool.clone(), dlq.clone(), dead.clone());
+        async move {
+            tick(&pool, &dlq).await;
+            let got = drain_queue(&pool, &dlq, "dlq_reader").await;
+            let mut dead = dead.lock().unwrap();
+            dead.extend(got);
+            dead.len() >= 20
+        }
+    })
+    .await;
+    // Nothing more arrives later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tick(pool, &dlq).await;
+    let late = drain_queue(pool, &dlq, "dlq_reader").await;
+    dead.lock().unwrap().extend(late);
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    stop_ticker.cancel();
+
+    let mut dead: Vec<u32> = dead
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.ev_data.as_deref().unwrap().parse().unwrap())
+        .collect();
+    dead.sort_unstable();
+    let expected: Vec<u32> = (0..30).filter(|i| i % 3 != 0).collect();
+    assert_eq!(
+        dead, expected,
+        "every failing event dead-lettered exactly once"
+    );
+    let handled = handled.lock().unwrap().clone();
+    for i in (0..30).filter(|i| i % 3 == 0) {
+        assert!(
+            handled.iter().any(|(d, _)| *d == i.to_string()),
+            "good event {i} handled"
+        );
+    }
+    // The retried ones came back with ev_retry 1 (their retry batch has more dead letters than
+    // fetch_size too, so its first events are handled twice: at-least-once).
+    for i in (0..30).filter(|i| i % 3 == 2) {
+        assert!(
+            handled
+                .iter()
+                .any(|(d, r)| *d == i.to_string() && *r == Some(1)),
+            "event {i} retried"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_callback_gets_events_that_cannot_succeed() {
     let db = TestDb::new().await;
