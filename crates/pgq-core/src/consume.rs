@@ -376,7 +376,8 @@ pub async fn stream_batch_events<'c>(
 ) -> Result<BoxStream<'c, Result<Event>>> {
     let sql = batch_event_sql(&mut *conn, batch).await?;
     let (sql, binds) = filtered_batch_query(&sql, filter);
-    let mut q = sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql));
+    // Each batch has its own SQL text: not worth a slot in the connection's statement cache.
+    let mut q = sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql)).persistent(false);
     for list in binds.into_iter().flatten() {
         q = q.bind(list.clone());
     }
