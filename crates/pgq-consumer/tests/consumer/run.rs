@@ -50,16 +50,31 @@ async fn drain_queue(pool: &PgPool, q: &QueueName, reader: &str) -> Vec<Event> {
     all
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_reach_the_dead_letter_queue_after_max_retries_with_their_reason() {
-    let db = TestDb::new().await;
-    let pool = db.pool();
-    let q = queue(pool, "orders").await;
-    let dlq = crate::common::q("orders_dlq");
+/// Queue `name` and its dead-letter queue `<name>_dlq`, read by consumer `dlq_reader`.
+async fn queue_with_dlq(pool: &PgPool, name: &str) -> (QueueName, QueueName) {
+    let q = queue(pool, name).await;
+    let dlq = crate::common::q(&format!("{name}_dlq"));
     pgq_core::create_queue(pool, &dlq).await.unwrap();
     pgq_core::register_consumer(pool, &dlq, &c("dlq_reader"))
         .await
         .unwrap();
+    (q, dlq)
+}
+
+/// Tick the dead-letter queue and add what `dlq_reader` finds there to `dead`; how many there are.
+async fn collect_dead(pool: &PgPool, dlq: &QueueName, dead: &Mutex<Vec<Event>>) -> usize {
+    tick(pool, dlq).await;
+    let got = drain_queue(pool, dlq, "dlq_reader").await;
+    let mut dead = dead.lock().unwrap();
+    dead.extend(got);
+    dead.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_dead_letter_queue_after_max_retries_with_their_reason() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let (q, dlq) = queue_with_dlq(pool, "orders").await;
     let consumer = builder(pool, &q, "c")
         .max_retries(2)
         .retry_backoff(Backoff::constant(Duration::ZERO))
@@ -94,13 +109,7 @@ async fn events_reach_the_dead_letter_queue_after_max_retries_with_their_reason(
     let dead: Arc<Mutex<Vec<Event>>> = Default::default();
     wait_for("a dead letter", || {
         let (pool, dlq, dead) = (pool.clone(), dlq.clone(), dead.clone());
-        async move {
-            tick(&pool, &dlq).await;
-            let got = drain_queue(&pool, &dlq, "dlq_reader").await;
-            let mut dead = dead.lock().unwrap();
-            dead.extend(got);
-            !dead.is_empty()
-        }
+        async move { collect_dead(&pool, &dlq, &dead).await > 0 }
     })
     .await;
     shutdown.cancel();
@@ -134,12 +143,7 @@ async fn events_reach_the_dead_letter_queue_after_max_retries_with_their_reason(
 async fn a_batch_with_more_dead_letters_than_fetch_size_is_dead_lettered_once() {
     let db = TestDb::new().await;
     let pool = db.pool();
-    let q = queue(pool, "many_dead").await;
-    let dlq = crate::common::q("many_dead_dlq");
-    pgq_core::create_queue(pool, &dlq).await.unwrap();
-    pgq_core::register_consumer(pool, &dlq, &c("dlq_reader"))
-        .await
-        .unwrap();
+    let (q, dlq) = queue_with_dlq(pool, "many_dead").await;
     let consumer = builder(pool, &q, "c")
         .fetch_size(3)
         .max_retries(1)
@@ -175,20 +179,12 @@ async fn a_batch_with_more_dead_letters_than_fetch_size_is_dead_lettered_once() 
     let dead: Arc<Mutex<Vec<Event>>> = Default::default();
     wait_for("20 dead letters", || {
         let (pool, dlq, dead) = (pool.clone(), dlq.clone(), dead.clone());
-        async move {
-            tick(&pool, &dlq).await;
-            let got = drain_queue(&pool, &dlq, "dlq_reader").await;
-            let mut dead = dead.lock().unwrap();
-            dead.extend(got);
-            dead.len() >= 20
-        }
+        async move { collect_dead(&pool, &dlq, &dead).await >= 20 }
     })
     .await;
     // Nothing more arrives later.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tick(pool, &dlq).await;
-    let late = drain_queue(pool, &dlq, "dlq_reader").await;
-    dead.lock().unwrap().extend(late);
+    collect_dead(pool, &dlq, &dead).await;
     shutdown.cancel();
     run.await.unwrap().unwrap();
     stop_ticker.cancel();
