@@ -7,7 +7,8 @@
 --
 -- i_query, when not null, wraps the batch query: every '{batch_sql}' in it is replaced by the
 -- batch's event query, and i_types, i_extra1 .. i_extra4 are bound as $1 .. $5 (the event
--- filter). It is the caller's own SQL, run with the caller's rights (SECURITY INVOKER).
+-- filter). It is the caller's own SQL, run with the caller's rights (SECURITY INVOKER) and
+-- planned under this function's search_path (pg_catalog, pg_temp): qualify every name in it.
 --
 -- Idempotent; lives in the pgq_rs schema.
 

@@ -102,28 +102,98 @@ fn retry_at(after: Duration) -> DateTime<Utc> {
     Utc::now() + TimeDelta::from_std(after).unwrap_or(TimeDelta::MAX)
 }
 
+/// The dead letter of `event` from this consumer.
+fn dead_letter_event<S: BatchSource>(
+    inner: &Inner<S>,
+    event: &Event,
+    reason: String,
+) -> DeadLetterEvent {
+    DeadLetterEvent {
+        event: event.clone(),
+        reason,
+        retries: event.retry_count(),
+        queue: inner.source.queue().to_string(),
+        consumer: inner.source.consumer().to_string(),
+    }
+}
+
+/// Hand `dl` to a dead-letter target that needs no transaction: a callback (awaited now) or
+/// nowhere (discard), and log it. `false` for a dead-letter queue: the caller inserts it in the
+/// batch's transaction.
+async fn dead_letter_now(target: &DeadLetterTarget, dl: &DeadLetterEvent) -> Result<bool> {
+    match target {
+        DeadLetterTarget::Queue(_) => return Ok(false),
+        DeadLetterTarget::Callback(f) => {
+            f(dl.clone()).await.map_err(|source| Error::DeadLetter {
+                ev_id: dl.event.ev_id,
+                source,
+            })?;
+        }
+        DeadLetterTarget::Discard => {}
+    }
+    log_dead_letter(dl);
+    Ok(true)
+}
+
+fn log_dead_letter(dl: &DeadLetterEvent) {
+    tracing::warn!(
+        ev_id = dl.event.ev_id,
+        retries = dl.retries,
+        reason = %dl.reason,
+        "event dead-lettered"
+    );
+}
+
 /// Handler failures of a batch the run loop streams, decided as they happen: a retry is kept as
-/// its event id and time (16 bytes), an event to dead-letter whole, until the batch's
-/// transaction is open ([`Batch::apply_failures`]).
+/// its event id and time (16 bytes); a dead letter for a callback (or discarded) is handled at
+/// once, one for the dead-letter queue kept whole until the batch's transaction is open
+/// ([`Batch::apply_failures`]).
 #[derive(Default)]
 pub(crate) struct Failures {
     retries: Vec<(EventId, DateTime<Utc>)>,
-    dead: Vec<(Event, String)>,
+    dead: Vec<DeadLetterEvent>,
+    delivered: u64,
 }
 
 impl Failures {
-    /// Record a failed event under `policy`.
-    pub(crate) fn push(&mut self, policy: &RetryPolicy, event: Event, error: &HandlerError) {
-        match retry_delay(policy, &event, error) {
+    /// Record a failed event of this consumer's batch.
+    pub(crate) async fn push<S: BatchSource>(
+        &mut self,
+        inner: &Inner<S>,
+        event: Event,
+        error: &HandlerError,
+    ) -> Result<()> {
+        match retry_delay(&inner.config.retry, &event, error) {
             Some(delay) => self.retries.push((event.id(), retry_at(delay))),
-            None => self.dead.push((event, error.reason())),
+            None => {
+                let dl = dead_letter_event(inner, &event, error.reason());
+                if dead_letter_now(&inner.config.dead_letter, &dl).await? {
+                    self.delivered += 1;
+                } else {
+                    self.dead.push(dl);
+                }
+            }
         }
+        Ok(())
     }
 
-    /// How many events wait to be dead-lettered (kept whole in memory).
+    /// How many events wait for the dead-letter queue (kept whole in memory).
     pub(crate) fn dead_letters(&self) -> usize {
         self.dead.len()
     }
+}
+
+/// The metrics handles of a batch, its lag (the end tick's age) set now.
+pub(crate) fn batch_metrics<S: BatchSource>(info: &BatchInfo, inner: &Inner<S>) -> BatchMetrics {
+    let metrics = BatchMetrics::new(
+        inner.source.queue().as_str(),
+        inner.source.consumer().as_str(),
+    );
+    let lag = (Utc::now() - info.cur_tick_time)
+        .to_std()
+        .unwrap_or_default();
+    metrics.lag.set(lag.as_secs_f64());
+    metrics
 }
 
 /// The `pgq_batch` tracing span of a batch.
@@ -145,23 +215,23 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         inner: Arc<Inner<S>>,
     ) -> Result<Self> {
         let span = batch_span(&info, &*inner);
-        Self::begin(conn, info, inner, span, Instant::now()).await
+        let metrics = batch_metrics(&info, &*inner);
+        Self::begin(conn, info, inner, span, metrics, Instant::now()).await
     }
 
-    /// The batch whose `read` events the run loop has already streamed to its handler, to the
-    /// end: what is left is failing events, retries and the finish, in the batch's transaction.
+    /// The batch whose `read` events the run loop has already streamed to its handler (and
+    /// counted in `metrics`), to the end: what is left is failed events and the finish, in the
+    /// batch's transaction.
     pub(crate) async fn open_read(
         conn: &'c mut PgConnection,
         info: BatchInfo,
         inner: Arc<Inner<S>>,
-        span: tracing::Span,
-        started: Instant,
+        (span, metrics, started): (tracing::Span, BatchMetrics, Instant),
         read: u64,
     ) -> Result<Self> {
-        let mut batch = Self::begin(conn, info, inner, span, started).await?;
+        let mut batch = Self::begin(conn, info, inner, span, metrics, started).await?;
         batch.exhausted = true;
         batch.read = read;
-        batch.metrics.events.increment(read);
         Ok(batch)
     }
 
@@ -170,16 +240,9 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         info: BatchInfo,
         inner: Arc<Inner<S>>,
         span: tracing::Span,
+        metrics: BatchMetrics,
         started: Instant,
     ) -> Result<Self> {
-        let metrics = BatchMetrics::new(
-            inner.source.queue().as_str(),
-            inner.source.consumer().as_str(),
-        );
-        let lag = (Utc::now() - info.cur_tick_time)
-            .to_std()
-            .unwrap_or_default();
-        metrics.lag.set(lag.as_secs_f64());
         let tx = conn.begin().await?;
         Ok(Batch {
             tx,
@@ -317,32 +380,18 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     /// Send `event` to the consumer's dead-letter destination with `reason`. A dead-letter queue
     /// gets it inside the batch's transaction (needs `pgq_writer`); a callback is awaited now.
     pub async fn dead_letter(&mut self, event: &Event, reason: impl Into<String>) -> Result<()> {
-        let dl = DeadLetterEvent {
-            event: event.clone(),
-            reason: reason.into(),
-            retries: event.retry_count(),
-            queue: self.inner.source.queue().to_string(),
-            consumer: self.inner.source.consumer().to_string(),
-        };
-        match &self.inner.config.dead_letter {
-            DeadLetterTarget::Queue(q) => {
+        let dl = dead_letter_event(&self.inner, event, reason.into());
+        self.deliver_dead_letter(dl).await
+    }
+
+    async fn deliver_dead_letter(&mut self, dl: DeadLetterEvent) -> Result<()> {
+        if !dead_letter_now(&self.inner.config.dead_letter, &dl).await? {
+            if let DeadLetterTarget::Queue(q) = &self.inner.config.dead_letter {
                 let q = q.clone();
                 pgq_core::insert_events(self.conn(), &q, &[dl.to_new_event()]).await?;
             }
-            DeadLetterTarget::Callback(f) => {
-                f(dl.clone()).await.map_err(|source| Error::DeadLetter {
-                    ev_id: event.ev_id,
-                    source,
-                })?;
-            }
-            DeadLetterTarget::Discard => {}
+            log_dead_letter(&dl);
         }
-        tracing::warn!(
-            ev_id = event.ev_id,
-            retries = dl.retries,
-            reason = %dl.reason,
-            "event dead-lettered"
-        );
         self.dead_lettered += 1;
         self.metrics.dead_letters.increment(1);
         Ok(())
@@ -364,9 +413,12 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     /// letters (in the batch's transaction).
     pub(crate) async fn apply_failures(&mut self, failures: Failures) -> Result<()> {
         self.retries.extend(failures.retries);
-        for (event, reason) in failures.dead {
-            self.dead_letter(&event, reason).await?;
+        for dl in failures.dead {
+            self.deliver_dead_letter(dl).await?;
         }
+        // Those handed to a callback (or discarded) while the batch was streamed.
+        self.dead_lettered += failures.delivered;
+        self.metrics.dead_letters.increment(failures.delivered);
         Ok(())
     }
 

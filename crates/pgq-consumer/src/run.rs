@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Consumer;
-use crate::batch::{Batch, Failures, batch_span};
+use crate::batch::{Batch, Failures, batch_metrics, batch_span};
 use crate::config::{Delivery, Shutdown};
 use crate::error::{Error, Result};
 use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
@@ -114,9 +114,10 @@ impl<H: Handler> EventDriver<H> {
 
 /// At-least-once: the batch's events streamed to the handler by one statement (the server keeps
 /// sending rows while the handler runs; memory stays flat), then the retries, the dead letters
-/// and `finish_batch` in one transaction. `None` when more events are due for the dead-letter
-/// queue than `fetch_size` (they are held until the end): nothing was written, and the caller
-/// reads the batch in chunks instead.
+/// and `finish_batch` in one transaction. `None` when the batch is better read in chunks: more
+/// events are due for the dead-letter queue than `fetch_size` (they are held until the end), or
+/// the statement hit `statement_timeout` (a slow handler keeps it open). Nothing was written
+/// then, and the rest of the stream is drained before the connection's next statement.
 async fn stream_events<S: BatchSource, H: Handler>(
     handler: &H,
     consumer: &Consumer<S>,
@@ -127,6 +128,7 @@ async fn stream_events<S: BatchSource, H: Handler>(
     use futures_util::TryStreamExt;
     let inner = &consumer.inner;
     let span = batch_span(info, inner);
+    let metrics = batch_metrics(info, inner);
     let started = Instant::now();
     async {
         let mut failures = Failures::default();
@@ -135,23 +137,37 @@ async fn stream_events<S: BatchSource, H: Handler>(
             let mut events =
                 pgq_core::stream_batch_events(&mut *conn, info.batch_id, &inner.config.filter)
                     .await?;
-            while let Some(event) = events.try_next().await? {
+            loop {
+                let event = match events.try_next().await {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(e) if e.sqlstate().as_deref() == Some(STATEMENT_TIMEOUT) => {
+                        tracing::warn!(
+                            events_read = read,
+                            "the batch's statement hit statement_timeout: reading the batch \
+                             again in chunks"
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if abandon_now(consumer, shutdown) {
                     // Nothing was written: the batch comes again.
                     return Ok(Some(Processed::Abandoned));
                 }
                 read += 1;
+                metrics.events.increment(1);
                 let mut ctx = EventContext {
                     conn: None,
                     batch: info,
                 };
                 if let Err(e) = handler.handle(&event, &mut ctx).await {
-                    failures.push(&inner.config.retry, event, &e);
+                    failures.push(inner, event, &e).await?;
                     if failures.dead_letters() > inner.config.fetch_size as usize {
                         tracing::warn!(
                             events_read = read,
-                            "more events to dead-letter than fetch_size: reading the batch \
-                             again in chunks"
+                            "more events for the dead-letter queue than fetch_size: reading the \
+                             batch again in chunks"
                         );
                         return Ok(None);
                     }
@@ -162,8 +178,7 @@ async fn stream_events<S: BatchSource, H: Handler>(
             conn,
             info.clone(),
             inner.clone(),
-            span.clone(),
-            started,
+            (span.clone(), metrics, started),
             read,
         )
         .await?;
@@ -174,6 +189,9 @@ async fn stream_events<S: BatchSource, H: Handler>(
     .instrument(span.clone())
     .await
 }
+
+/// SQLSTATE of a statement cancelled by `statement_timeout`.
+const STATEMENT_TIMEOUT: &str = "57014";
 
 /// At-least-once: call the handler for each event; returns the failures (`None`: abandon).
 async fn handle_chunk<S: BatchSource, H: Handler>(
@@ -373,7 +391,8 @@ impl<S: BatchSource> Consumer<S> {
                 Ok(Round::Batch) => failures = 0,
                 Ok(Round::Idle) => {
                     failures = 0;
-                    if wakeups.wait(cfg.poll_interval, shutdown).await == Wake::Shutdown {
+                    if conn.idle_wait(&wakeups, cfg.poll_interval, shutdown).await == Wake::Shutdown
+                    {
                         break Ok(());
                     }
                 }
@@ -439,19 +458,20 @@ impl<S: BatchSource> Consumer<S> {
             }
         }
         .await;
-        if result.is_err() {
-            // Its state is unknown (broken, or mid-transaction): do not reuse it.
-            conn.close_on_drop();
-        } else {
-            slot.keep(conn);
+        match result {
+            // After an error its state is unknown (broken, or mid-transaction); a batch
+            // abandoned on shutdown may have left a result half read. Do not reuse it.
+            Err(_) | Ok(Round::Stopped) => conn.close_on_drop(),
+            Ok(_) => slot.keep(conn),
         }
         result
     }
 }
 
 /// The run loop's connection between rounds, kept while it is in steady use. One unused for
-/// longer than [`KeptConnection::FRESH`] goes back to the pool, so a connection broken during a
-/// quiet spell is noticed by the pool's liveness check rather than by a failed round.
+/// [`KeptConnection::FRESH`] goes back to the pool (also while the loop waits for a wakeup), so a
+/// connection broken during a quiet spell is noticed by the pool's liveness check rather than by
+/// a failed round. With a `poll_interval` shorter than that, every poll uses it and it is kept.
 #[derive(Default)]
 struct KeptConnection(Option<(PoolConnection<Postgres>, Instant)>);
 
@@ -467,6 +487,26 @@ impl KeptConnection {
 
     fn keep(&mut self, conn: PoolConnection<Postgres>) {
         self.0 = Some((conn, Instant::now()));
+    }
+
+    /// Wait for a wakeup (at most `poll`), keeping the connection for at most
+    /// [`KeptConnection::FRESH`] of it.
+    async fn idle_wait(
+        &mut self,
+        wakeups: &Wakeups,
+        poll: Duration,
+        shutdown: &CancellationToken,
+    ) -> Wake {
+        if self.0.is_none() || poll <= Self::FRESH {
+            return wakeups.wait(poll, shutdown).await;
+        }
+        match wakeups.wait(Self::FRESH, shutdown).await {
+            Wake::Poll => {
+                self.0 = None;
+                wakeups.wait(poll - Self::FRESH, shutdown).await
+            }
+            wake => wake,
+        }
     }
 }
 

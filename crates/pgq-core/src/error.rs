@@ -380,6 +380,15 @@ impl Error {
                 source: Some(err),
             };
         }
+        if (code == "3F000" || code == "42883" || code == "42P01") && lower.contains("pgq_rs") {
+            return Error::PgqNotInstalled {
+                message: format!(
+                    "{name}: this project's schema (pgq_rs) is missing or older than this build \
+                     ({message}): run `pgq install` or pgq_core::install()"
+                ),
+                source: Some(err),
+            };
+        }
         if (code == "3F000" || code == "42883" || code == "42P01") && lower.contains("pgq") {
             return Error::PgqNotInstalled {
                 message: format!(

@@ -220,6 +220,84 @@ async fn a_batch_with_more_dead_letters_than_fetch_size_is_dead_lettered_once() 
     }
 }
 
+/// A streamed batch whose statement outlives the server's `statement_timeout` (a slow handler
+/// keeps it open) is read again in chunks: every event is handled and the batch finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_under_statement_timeout_still_finishes_the_batch() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let q = queue(pool, "slow").await;
+    pgq_core::register_consumer(pool, &q, &c("c"))
+        .await
+        .unwrap();
+    // 8 KiB payloads: the result outgrows the sockets' buffers, so the server is still sending
+    // when the timeout strikes.
+    let events: Vec<pgq_core::NewEvent> = (0..2000)
+        .map(|i| pgq_core::NewEvent::new("t", format!("{i:0>8192}")))
+        .collect();
+    pgq_core::insert_events(pool, &q, &events).await.unwrap();
+    tick(pool, &q).await;
+    let opts = PgConnectOptions::from_str(&db.url())
+        .unwrap()
+        .options([("statement_timeout", "400")]);
+    let limited = PgPoolOptions::new()
+        .max_connections(3)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let consumer = builder(&limited, &q, "c")
+        .fetch_size(100)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    consumer.register().await.unwrap();
+    let seen: Arc<Mutex<Vec<u32>>> = Default::default();
+    let handler = handler_fn({
+        let seen = seen.clone();
+        move |ev: Event| {
+            let seen = seen.clone();
+            async move {
+                let i: u32 = ev.ev_data.as_deref().unwrap().parse().unwrap();
+                seen.lock().unwrap().push(i);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok::<_, HandlerError>(())
+            }
+        }
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        async move { consumer.run(handler, shutdown).await }
+    });
+    wait_for("the batch finished", || {
+        let pool = pool.clone();
+        let q = q.clone();
+        async move {
+            let info = pgq_core::get_consumer_info(&pool, &q, &c("c"))
+                .await
+                .unwrap()
+                .unwrap();
+            info.current_batch.is_none() && info.last_tick.map(|t| t.get()) > Some(1)
+        }
+    })
+    .await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    let handled = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert!(
+        seen == (0..2000).collect::<Vec<u32>>(),
+        "every event handled: {} distinct of 2000",
+        seen.len()
+    );
+    assert!(
+        handled > 2000,
+        "the streamed read was cut by statement_timeout and the batch read again ({handled} calls)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_callback_gets_events_that_cannot_succeed() {
     let db = TestDb::new().await;
