@@ -36,7 +36,7 @@ Connection: --db URL, else DATABASE_URL, else the libpq variables (PGHOST, PGPOR
 PGPASSWORD, PGDATABASE, PGSSLMODE, ...). TLS follows sslmode (`?sslmode=require` in the URL, or
 PGSSLMODE). Passwords are never printed.
 
-Exit codes: 0 success, 1 failure, 2 usage error.
+Exit codes: 0 success, 1 failure, 2 usage error, 3 `pgq status --check` found warnings.
 
 Examples:
   pgq install
@@ -102,12 +102,16 @@ Examples:
   pgq status
   pgq status --watch
   pgq status --watch 10s
-  pgq status --json")]
+  pgq status --json
+  pgq status --check || alert   # exit status 3 when there are warnings")]
     Status {
         /// Refresh every INTERVAL (default 2s) until interrupted; with --json, one document per line.
         #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s",
               value_parser = positive_duration)]
         watch: Option<Duration>,
+        /// Exit with status 3 when there are warnings (for monitoring scripts).
+        #[arg(long, conflicts_with = "watch")]
+        check: bool,
     },
     /// Send events to a queue: one from the arguments, or many from JSON lines.
     #[command(after_help = "\

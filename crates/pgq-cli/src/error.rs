@@ -17,6 +17,8 @@ pub(crate) enum ErrorKind {
     /// The request was refused before anything was changed (for example dropping a queue that
     /// still has consumers).
     Refused,
+    /// `pgq status --check` found warnings (they were printed).
+    Warnings,
 }
 
 /// Every failure of a `pgq` command. Its message says what to do next.
@@ -53,6 +55,9 @@ pub(crate) enum CliError {
     /// Refused before changing anything.
     #[error("{0}")]
     Refused(String),
+    /// `pgq status --check` found this many warnings (already printed with the status).
+    #[error("{0} warning(s)")]
+    Warnings(usize),
 }
 
 impl CliError {
@@ -64,6 +69,7 @@ impl CliError {
             CliError::Input(_) => ErrorKind::Input,
             CliError::Io { .. } => ErrorKind::Io,
             CliError::Refused(_) => ErrorKind::Refused,
+            CliError::Warnings(_) => ErrorKind::Warnings,
         }
     }
 

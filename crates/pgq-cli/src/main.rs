@@ -1,6 +1,7 @@
 //! `pgq`: the command-line tool of PgQ for Rust — install the schema, manage queues and
 //! consumers, watch lag, send and tail events, tick and maintain, for people (tables) and for
-//! scripts (`--json`, exit codes 0 success / 1 failure / 2 usage error).
+//! scripts (`--json`, exit codes 0 success / 1 failure / 2 usage error / 3 `status --check`
+//! found warnings).
 
 #![forbid(unsafe_code)]
 
@@ -67,7 +68,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Install { check } => install::run(&ctx, check).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Consumer(cmd) => consumer::run(&ctx, cmd).await,
-        Command::Status { watch } => status::run(&ctx, watch).await,
+        Command::Status { watch, check } => status::run(&ctx, watch, check).await,
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Tick { queue } => tick::tick(&ctx, queue).await,
@@ -96,6 +97,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == ErrorKind::Io && e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) if e.kind() == ErrorKind::Warnings => ExitCode::from(3),
         Err(e) => {
             eprintln!("error: {}", conn::redact(&e.to_string()));
             ExitCode::FAILURE

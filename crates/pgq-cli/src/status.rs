@@ -180,13 +180,19 @@ fn print(ctx: &Ctx, s: &Status) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Show the status once, or every `watch` until interrupted.
-pub(crate) async fn run(ctx: &Ctx, watch: Option<Duration>) -> Result<(), CliError> {
+/// Show the status once, or every `watch` until interrupted. With `check`, warnings make it
+/// fail ([`CliError::Warnings`], exit status 3) after printing.
+pub(crate) async fn run(ctx: &Ctx, watch: Option<Duration>, check: bool) -> Result<(), CliError> {
     let mut db = ctx.connect().await?;
     let Some(every) = watch else {
         let result = gather(&mut db).await;
         conn::close(db).await;
-        return print(ctx, &result?);
+        let status = result?;
+        print(ctx, &status)?;
+        if check && !status.warnings.is_empty() {
+            return Err(CliError::Warnings(status.warnings.len()));
+        }
+        return Ok(());
     };
     let clear = !ctx.json && std::io::stdout().is_terminal();
     let interrupt = Interrupt::install();

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use pgq_testkit::TestDb;
 use serde_json::Value;
 
-use crate::util::{exec, json, ok, scalar};
+use crate::util::{exec, fails, json, ok, pgq, scalar};
 
 fn warnings(s: &Value) -> Vec<(String, Option<String>, Option<String>)> {
     s["warnings"]
@@ -50,6 +50,7 @@ async fn healthy_database() {
         text.contains("ticker alive") && !text.contains("WARNING"),
         "{text}"
     );
+    ok(&db, &["status", "--check"]);
 }
 
 #[tokio::test]
@@ -75,6 +76,18 @@ async fn warns_about_paused_queues_and_a_stopped_ticker() {
     let text = ok(&db, &["status"]);
     assert!(text.contains("WARNING: no ticker is running"), "{text}");
     assert!(text.contains("pgq queue resume paused"), "{text}");
+    // --check: the same report, and exit status 3 for a monitoring script.
+    let o = pgq(&db, &["status", "--check"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("WARNING: no ticker is running"), "{out}");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // --check cannot watch.
+    fails(&db, &["status", "--check", "--watch"], 2);
 }
 
 #[tokio::test]
