@@ -385,12 +385,12 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     }
 
     async fn deliver_dead_letter(&mut self, dl: DeadLetterEvent) -> Result<()> {
-        if !dead_letter_now(&self.inner.config.dead_letter, &dl).await? {
-            if let DeadLetterTarget::Queue(q) = &self.inner.config.dead_letter {
-                let q = q.clone();
-                pgq_core::insert_events(self.conn(), &q, &[dl.to_new_event()]).await?;
-            }
+        if let DeadLetterTarget::Queue(q) = &self.inner.config.dead_letter {
+            let q = q.clone();
+            pgq_core::insert_events(self.conn(), &q, &[dl.to_new_event()]).await?;
             log_dead_letter(&dl);
+        } else {
+            dead_letter_now(&self.inner.config.dead_letter, &dl).await?;
         }
         self.dead_lettered += 1;
         self.metrics.dead_letters.increment(1);

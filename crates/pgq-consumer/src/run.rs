@@ -64,8 +64,8 @@ impl<S: BatchSource, H: Handler> Driver<S> for EventDriver<H> {
         }
         match stream_events(&self.0, consumer, &mut *conn, &info, shutdown).await? {
             Some(processed) => Ok(processed),
-            // Too many dead letters to hold until the batch's end: read it in chunks instead,
-            // from the start (events handled so far come again: at-least-once).
+            // Too many dead letters to hold until the batch's end, or statement_timeout: read
+            // it in chunks instead, from the start (events handled so far come again).
             None => self.process_chunks(consumer, conn, info, shutdown).await,
         }
     }
@@ -117,7 +117,8 @@ impl<H: Handler> EventDriver<H> {
 /// and `finish_batch` in one transaction. `None` when the batch is better read in chunks: more
 /// events are due for the dead-letter queue than `fetch_size` (they are held until the end), or
 /// the statement hit `statement_timeout` (a slow handler keeps it open). Nothing was written
-/// then, and the rest of the stream is drained before the connection's next statement.
+/// to the database then (a dead-letter callback may have been called: at-least-once), and the
+/// rest of the stream is drained before the connection's next statement.
 async fn stream_events<S: BatchSource, H: Handler>(
     handler: &H,
     consumer: &Consumer<S>,

@@ -380,21 +380,21 @@ impl Error {
                 source: Some(err),
             };
         }
-        if (code == "3F000" || code == "42883" || code == "42P01") && lower.contains("pgq_rs") {
-            return Error::PgqNotInstalled {
-                message: format!(
-                    "{name}: this project's schema (pgq_rs) is missing or older than this build \
-                     ({message}): run `pgq install` or pgq_core::install()"
-                ),
-                source: Some(err),
-            };
-        }
         if (code == "3F000" || code == "42883" || code == "42P01") && lower.contains("pgq") {
+            let (missing, needs) = if lower.contains("pgq_rs") {
+                (
+                    "this project's schema (pgq_rs) is missing or older than this build",
+                    "",
+                )
+            } else {
+                (
+                    "the pgq extension is not installed in this database",
+                    " (the server needs the postgresql-<major>-pgq3 package)",
+                )
+            };
             return Error::PgqNotInstalled {
                 message: format!(
-                    "{name}: the pgq extension is not installed in this database ({message}): \
-                     run `pgq install` or pgq_core::install() (the server needs the \
-                     postgresql-<major>-pgq3 package)"
+                    "{name}: {missing} ({message}): run `pgq install` or pgq_core::install(){needs}"
                 ),
                 source: Some(err),
             };

@@ -145,9 +145,8 @@ fn cursor_error(e: sqlx::Error, batch: BatchId) -> Error {
         .and_then(|d| d.code())
         .map(|c| c.into_owned());
     match code.as_deref() {
-        // 25P01: a cursor outside a transaction block; 34000: the cursor is gone (opened
-        // outside a transaction, or the transaction ended).
-        Some("25P01" | "34000") => Error::invalid_input(
+        // The cursor is gone: opened outside a transaction, or the transaction ended.
+        Some("34000") => Error::invalid_input(
             CURSOR,
             "a batch cursor needs a transaction: begin one before opening the batch, and read \
              it before the transaction ends",
