@@ -1,4 +1,4 @@
-//! A consumer with the run loop: a per-event handler, retries with backoff, a dead-letter queue,
+//! A consumer with the run loop: a per-event handler, retries with backoff, durable dead letters,
 //! wakeups on new ticks, and a clean shutdown.
 //!
 //! Uses `DATABASE_URL` when set; otherwise starts a private PostgreSQL cluster with
@@ -8,10 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use pgq::consumer::{
-    Backoff, CancellationToken, Consumer, DeadLetterMeta, HandlerError, handler_fn,
-};
-use pgq::core::{self as core, ConsumerName, Event, NewEvent, QueueName};
+use pgq::consumer::{Backoff, CancellationToken, Consumer, HandlerError, handler_fn};
+use pgq::core::{self as core, ConsumerName, DeadLetterFilter, Event, NewEvent, QueueName};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -23,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let consumer = Consumer::builder(pool.clone(), queue.clone(), ConsumerName::new("mailer")?)
         .event_types(["order.created"]) // a typed filter: other types are passed over
-        .max_retries(2) // then the event goes to the queue example_orders_dlq
+        .max_retries(2) // then it is a dead letter (table pgq_rs.dead_letter)
         .retry_backoff(Backoff::constant(Duration::from_millis(100)))
         .build()?;
     consumer.register().await?;
@@ -52,12 +50,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     core::insert_events(&pool, &queue, &events).await?;
     println!("produced 5 order.created events and 1 order.audited event");
 
-    // The dead-letter queue is named after the queue; read it with a consumer of its own.
-    let dlq = QueueName::new("example_orders_dlq")?;
-    let reader = ConsumerName::new("example_reader")?;
-    core::create_queue(&pool, &dlq).await?;
-    core::register_consumer(&pool, &dlq, &reader).await?;
-
     // Order 3 always fails: it is retried twice, then dead-lettered.
     let handler = handler_fn(|ev: Event| async move {
         let data = ev.ev_data.unwrap_or_default();
@@ -77,27 +69,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         async move { consumer.run(handler, stop).await }
     });
 
+    // Dead letters are rows of pgq_rs.dead_letter (`pgq dlq list`): they stay until replayed
+    // or purged, whatever rotates.
+    let only_ours = DeadLetterFilter {
+        queue: Some(queue.clone()),
+        ..Default::default()
+    };
     let mut dead = Vec::new();
     while dead.is_empty() {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        core::tick_now(&mut *pool.acquire().await?, &dlq).await?;
-        while let Some(batch) = core::next_batch(&pool, &dlq, &reader).await? {
-            dead.extend(core::get_batch_events(&pool, batch).await?);
-            core::finish_batch(&pool, batch).await?;
-        }
+        dead = core::list_dead_letters(&pool, &only_ours).await?;
     }
     stop.cancel();
     run.await??;
     ticker.await??;
     println!("consumer stopped cleanly");
-    for ev in dead {
-        let meta = DeadLetterMeta::from_event(&ev).expect("dead-letter metadata");
+    for dl in &dead {
         println!(
-            "dead letter: {} after {} retries: {}",
-            ev.ev_data.unwrap_or_default(),
-            meta.retries,
-            meta.reason
+            "dead letter {}: {} after {} retries: {}",
+            dl.id,
+            dl.data.as_deref().unwrap_or_default(),
+            dl.retry,
+            dl.reason
         );
     }
+    assert_eq!(dead.len(), 1, "order 3 is the one dead letter");
+    // Put it back into the queue (a new event; it would fail again here, so purge it instead).
+    let purged = core::purge_dead_letters(&pool, &core::DeadLetterSelection::All, Some(&queue), None).await?;
+    println!("purged {} dead letter(s)", purged.len());
     Ok(())
 }

@@ -118,11 +118,11 @@ fn dead_letter_event<S: BatchSource>(
 }
 
 /// Hand `dl` to a dead-letter target that needs no transaction: a callback (awaited now) or
-/// nowhere (discard), and log it. `false` for a dead-letter queue: the caller inserts it in the
-/// batch's transaction.
+/// nowhere (discard), and log it. `false` for the dead-letter table or a queue: the caller
+/// inserts it in the batch's transaction.
 async fn dead_letter_now(target: &DeadLetterTarget, dl: &DeadLetterEvent) -> Result<bool> {
     match target {
-        DeadLetterTarget::Queue(_) => return Ok(false),
+        DeadLetterTarget::Table | DeadLetterTarget::Queue(_) => return Ok(false),
         DeadLetterTarget::Callback(f) => {
             f(dl.clone()).await.map_err(|source| Error::DeadLetter {
                 ev_id: dl.event.ev_id,
@@ -146,7 +146,7 @@ fn log_dead_letter(dl: &DeadLetterEvent) {
 
 /// Handler failures of a batch the run loop streams, decided as they happen: a retry is kept as
 /// its event id and time (16 bytes); a dead letter for a callback (or discarded) is handled at
-/// once, one for the dead-letter queue kept whole until the batch's transaction is open
+/// once, one for the dead-letter table or queue kept whole until the batch's transaction is open
 /// ([`Batch::apply_failures`]).
 #[derive(Default)]
 pub(crate) struct Failures {
@@ -177,7 +177,7 @@ impl Failures {
         Ok(())
     }
 
-    /// How many events wait for the dead-letter queue (kept whole in memory).
+    /// How many events wait for the dead-letter table or queue (kept whole in memory).
     pub(crate) fn dead_letters(&self) -> usize {
         self.dead.len()
     }
@@ -377,23 +377,53 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         self.skipped_rest = true;
     }
 
-    /// Send `event` to the consumer's dead-letter destination with `reason`. A dead-letter queue
-    /// gets it inside the batch's transaction (needs `pgq_writer`); a callback is awaited now.
+    /// Send `event` to the consumer's dead-letter destination with `reason`. The dead-letter
+    /// table (`pgq_reader`) or queue (`pgq_writer`) gets it inside the batch's transaction, so it
+    /// commits with the batch's finish; a callback is awaited now.
     pub async fn dead_letter(&mut self, event: &Event, reason: impl Into<String>) -> Result<()> {
         let dl = dead_letter_event(&self.inner, event, reason.into());
-        self.deliver_dead_letter(dl).await
+        self.deliver_dead_letters(vec![dl]).await
     }
 
-    async fn deliver_dead_letter(&mut self, dl: DeadLetterEvent) -> Result<()> {
-        if let DeadLetterTarget::Queue(q) = &self.inner.config.dead_letter {
-            let q = q.clone();
-            pgq_core::insert_events(self.conn(), &q, &[dl.to_new_event()]).await?;
-            log_dead_letter(&dl);
-        } else {
-            dead_letter_now(&self.inner.config.dead_letter, &dl).await?;
+    /// Deliver dead letters: into the batch's transaction (table or queue, one statement for
+    /// all), or to a callback one by one.
+    async fn deliver_dead_letters(&mut self, dead: Vec<DeadLetterEvent>) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
         }
-        self.dead_lettered += 1;
-        self.metrics.dead_letters.increment(1);
+        let n = dead.len() as u64;
+        let inner = self.inner.clone();
+        match &inner.config.dead_letter {
+            DeadLetterTarget::Table => {
+                let letters: Vec<_> = dead
+                    .iter()
+                    .map(|dl| pgq_core::NewDeadLetter {
+                        event: &dl.event,
+                        reason: &dl.reason,
+                    })
+                    .collect();
+                pgq_core::insert_dead_letters(
+                    self.conn(),
+                    inner.source.queue(),
+                    inner.source.consumer(),
+                    &letters,
+                )
+                .await?;
+                dead.iter().for_each(log_dead_letter);
+            }
+            DeadLetterTarget::Queue(q) => {
+                let events: Vec<_> = dead.iter().map(DeadLetterEvent::to_new_event).collect();
+                pgq_core::insert_events(self.conn(), q, &events).await?;
+                dead.iter().for_each(log_dead_letter);
+            }
+            target => {
+                for dl in &dead {
+                    dead_letter_now(target, dl).await?;
+                }
+            }
+        }
+        self.dead_lettered += n;
+        self.metrics.dead_letters.increment(n);
         Ok(())
     }
 
@@ -413,9 +443,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
     /// letters (in the batch's transaction).
     pub(crate) async fn apply_failures(&mut self, failures: Failures) -> Result<()> {
         self.retries.extend(failures.retries);
-        for dl in failures.dead {
-            self.deliver_dead_letter(dl).await?;
-        }
+        self.deliver_dead_letters(failures.dead).await?;
         // Those handed to a callback (or discarded) while the batch was streamed.
         self.dead_lettered += failures.delivered;
         self.metrics.dead_letters.increment(failures.delivered);

@@ -131,11 +131,16 @@ pub type DeadLetterFn = Arc<
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum DeadLetter {
-    /// A pgq queue named after the source queue: `<queue>_dlq` (the queue part shortened to keep
-    /// the name within 63 bytes). See [`crate::dead_letter_queue_name`].
+    /// The durable dead-letter table `pgq_rs.dead_letter` (the default): one row per event with
+    /// the queue, the consumer, the whole event (NULL stays NULL), the retry count, the reason
+    /// and the time, written in the batch's transaction (`pgq_reader` is enough). Never rotated:
+    /// a dead letter stays until it is replayed or purged (`pgq dlq`, [`pgq_core::dead_letters`]).
     #[default]
-    DefaultQueue,
-    /// This pgq queue. Dead letters are inserted in the batch's transaction (`pgq_writer`).
+    Table,
+    /// This pgq queue, inserted in the batch's transaction (`pgq_writer`). The event keeps its
+    /// type, payload and extra1..3; extra4 holds [`crate::DeadLetterMeta`]. The queue must exist
+    /// and have a consumer registered: pgq truncates the events of a queue nobody reads at
+    /// rotation, so the run loop refuses to start otherwise.
     Queue(QueueName),
     /// This callback, awaited before the batch is finished; when it fails, the batch is not
     /// finished and comes again.
@@ -147,7 +152,7 @@ pub enum DeadLetter {
 impl fmt::Debug for DeadLetter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeadLetter::DefaultQueue => f.write_str("DefaultQueue"),
+            DeadLetter::Table => f.write_str("Table"),
             DeadLetter::Queue(q) => f.debug_tuple("Queue").field(q).finish(),
             DeadLetter::Callback(_) => f.write_str("Callback(..)"),
             DeadLetter::Discard => f.write_str("Discard"),
@@ -158,6 +163,7 @@ impl fmt::Debug for DeadLetter {
 /// The resolved dead-letter destination.
 #[derive(Clone)]
 pub(crate) enum DeadLetterTarget {
+    Table,
     Queue(QueueName),
     Callback(DeadLetterFn),
     Discard,
@@ -173,11 +179,11 @@ pub(crate) struct Config {
     pub(crate) delivery: Delivery,
     pub(crate) retry: RetryPolicy,
     pub(crate) dead_letter: DeadLetterTarget,
-    pub(crate) create_dead_letter_queue: bool,
     pub(crate) poll_interval: Duration,
     pub(crate) wakeups: bool,
     pub(crate) reconnect: Backoff,
     pub(crate) shutdown: Shutdown,
+    pub(crate) database_timeout: Duration,
 }
 
 /// Builds a [`Consumer`]; start with [`Consumer::builder`] (a plain consumer) or
@@ -193,11 +199,11 @@ pub struct ConsumerBuilder<S: BatchSource = Subscription> {
     delivery: Delivery,
     retry: RetryPolicy,
     dead_letter: DeadLetter,
-    create_dead_letter_queue: bool,
     poll_interval: Duration,
     wakeups: bool,
     reconnect: Backoff,
     shutdown: Shutdown,
+    database_timeout: Duration,
 }
 
 impl ConsumerBuilder {
@@ -223,11 +229,11 @@ impl<S: BatchSource> ConsumerBuilder<S> {
             delivery: Delivery::default(),
             retry: RetryPolicy::default(),
             dead_letter: DeadLetter::default(),
-            create_dead_letter_queue: true,
             poll_interval: Duration::from_secs(5),
             wakeups: true,
             reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
             shutdown: Shutdown::default(),
+            database_timeout: Duration::from_secs(30),
         }
     }
 
@@ -313,13 +319,13 @@ impl<S: BatchSource> ConsumerBuilder<S> {
         self
     }
 
-    /// Where events go after their last retry (default: the queue `<queue>_dlq`).
+    /// Where events go after their last retry (default: the durable table, [`DeadLetter::Table`]).
     pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
         self.dead_letter = dead_letter;
         self
     }
 
-    /// Send dead letters to this callback instead of a queue.
+    /// Send dead letters to this callback instead of the dead-letter table.
     pub fn dead_letter_callback<F, Fut>(self, f: F) -> Self
     where
         F: Fn(DeadLetterEvent) -> Fut + Send + Sync + 'static,
@@ -327,13 +333,6 @@ impl<S: BatchSource> ConsumerBuilder<S> {
     {
         let f: DeadLetterFn = Arc::new(move |ev| Box::pin(f(ev)));
         self.dead_letter(DeadLetter::Callback(f))
-    }
-
-    /// Whether the run loop creates a missing dead-letter queue (default `true`; needs
-    /// `pgq_admin`). With `false`, create it beforehand.
-    pub fn create_dead_letter_queue(mut self, create: bool) -> Self {
-        self.create_dead_letter_queue = create;
-        self
     }
 
     /// How often the run loop checks for a batch when no wakeup came (default 5 s). With wakeups
@@ -362,6 +361,19 @@ impl<S: BatchSource> ConsumerBuilder<S> {
         self
     }
 
+    /// How long the run loop waits for the database (default 30 s): for a connection, for a
+    /// statement's answer, for the next row of a batch, for opening and finishing a batch;
+    /// everything between two handler calls, never the handler's own time. On expiry the
+    /// connection is dropped (never reused), the batch comes again, and the loop reconnects
+    /// with backoff: a half-open connection (a network that drops packets without a FIN) costs
+    /// at most this long. The tick listener and a cooperative member's heartbeat use it for
+    /// each of their statements. Make it longer than the server's `statement_timeout` when that
+    /// is set and batches are filtered (a filtered batch's next row can take a while).
+    pub fn database_timeout(mut self, timeout: Duration) -> Self {
+        self.database_timeout = timeout;
+        self
+    }
+
     /// The source, for the source-specific options.
     pub(crate) fn source_mut(&mut self) -> &mut S {
         &mut self.source
@@ -374,10 +386,11 @@ impl<S: BatchSource> ConsumerBuilder<S> {
         if self.poll_interval.is_zero() {
             return Err(Error::Config("poll_interval must not be zero".into()));
         }
+        if self.database_timeout.is_zero() {
+            return Err(Error::Config("database_timeout must not be zero".into()));
+        }
         let dead_letter = match &self.dead_letter {
-            DeadLetter::DefaultQueue => {
-                DeadLetterTarget::Queue(crate::dead_letter_queue_name(self.source.queue()))
-            }
+            DeadLetter::Table => DeadLetterTarget::Table,
             DeadLetter::Queue(q) => DeadLetterTarget::Queue(q.clone()),
             DeadLetter::Callback(f) => DeadLetterTarget::Callback(f.clone()),
             DeadLetter::Discard => DeadLetterTarget::Discard,
@@ -397,11 +410,11 @@ impl<S: BatchSource> ConsumerBuilder<S> {
             delivery: self.delivery,
             retry: self.retry,
             dead_letter,
-            create_dead_letter_queue: self.create_dead_letter_queue,
             poll_interval: self.poll_interval,
             wakeups: self.wakeups,
             reconnect: self.reconnect,
             shutdown: self.shutdown,
+            database_timeout: self.database_timeout,
         })
     }
 
@@ -414,6 +427,7 @@ impl<S: BatchSource> ConsumerBuilder<S> {
                 pool: self.pool,
                 source: self.source,
                 config,
+                progress: Default::default(),
             }),
         })
     }
@@ -434,6 +448,7 @@ impl<S: BatchSource> ConsumerBuilder<S> {
                 pool: self.pool,
                 source,
                 config,
+                progress: Default::default(),
             }),
         })
     }

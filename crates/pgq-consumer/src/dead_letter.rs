@@ -1,31 +1,14 @@
 //! Dead letters: events that failed their last retry.
 //!
-//! In a dead-letter queue an event keeps its type, payload and extra1..extra3; extra4 holds a JSON
-//! object with the reason, the retry count, where it came from and the original extra4 (see
-//! [`DeadLetterMeta`]).
+//! By default they go to the durable table `pgq_rs.dead_letter` ([`crate::DeadLetter::Table`];
+//! read, replay and purge them with [`pgq_core::dead_letters`] or `pgq dlq`). In a dead-letter
+//! *queue* ([`crate::DeadLetter::Queue`]) an event keeps its type, payload and extra1..extra3;
+//! extra4 holds a JSON object with the reason, the retry count, where it came from and the
+//! original extra4 (see [`DeadLetterMeta`]).
 
 use chrono::{DateTime, Utc};
-use pgq_core::{Event, NewEvent, QueueName};
+use pgq_core::{Event, NewEvent};
 use serde::{Deserialize, Serialize};
-
-/// The suffix of the default dead-letter queue's name.
-pub const DEAD_LETTER_SUFFIX: &str = "_dlq";
-
-/// The default dead-letter queue of `queue`: `<queue>_dlq`. The queue part is shortened (at a
-/// character boundary) so the name stays within a queue name's 63 bytes.
-pub fn dead_letter_queue_name(queue: &QueueName) -> QueueName {
-    let max = QueueName::MAX_LEN - DEAD_LETTER_SUFFIX.len();
-    let mut base = queue.as_str();
-    if base.len() > max {
-        let mut end = max;
-        while !base.is_char_boundary(end) {
-            end -= 1;
-        }
-        base = &base[..end];
-    }
-    QueueName::new(format!("{base}{DEAD_LETTER_SUFFIX}"))
-        .expect("a valid queue name shortened and suffixed is a valid queue name")
-}
 
 /// An event on its way to the dead-letter destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +43,9 @@ pub struct DeadLetterMeta {
     /// Its original event type was NULL (the dead letter's type is then empty).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ev_type_null: bool,
+    /// Its original payload was NULL (the dead letter's payload is then empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ev_data_null: bool,
     /// Its original extra4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ev_extra4: Option<String>,
@@ -84,6 +70,7 @@ impl DeadLetterEvent {
             ev_id: self.event.ev_id,
             ev_time: self.event.ev_time,
             ev_type_null: self.event.ev_type.is_none(),
+            ev_data_null: self.event.ev_data.is_none(),
             ev_extra4: self.event.ev_extra4.clone(),
         }
     }
@@ -107,17 +94,6 @@ impl DeadLetterEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn default_dead_letter_queue_name_fits() {
-        let q = QueueName::new("orders").unwrap();
-        assert_eq!(dead_letter_queue_name(&q).as_str(), "orders_dlq");
-        let long = QueueName::new("é".repeat(31) + "x").unwrap(); // 63 bytes
-        let dlq = dead_letter_queue_name(&long);
-        assert!(dlq.as_str().len() <= QueueName::MAX_LEN);
-        assert!(dlq.as_str().ends_with("_dlq"));
-        assert_eq!(dlq.as_str(), "é".repeat(29) + "_dlq");
-    }
 
     #[test]
     fn metadata_round_trips_through_extra4() {

@@ -52,6 +52,10 @@ id_type!(
     /// An event id (`ev_id`), per queue.
     EventId
 );
+id_type!(
+    /// The id of a dead letter (`pgq_rs.dead_letter.dl_id`).
+    DeadLetterId
+);
 
 /// An event as a consumer reads it: all ten columns of a batch row.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -319,6 +323,8 @@ pub struct MaintOperation {
 ///
 /// The first six keys go through `pgq.set_queue_config`; `disable_insert` and `per_tx_limit` are
 /// columns pgq reads but has no setter for, so they are updated directly (both need `pgq_admin`).
+///
+/// Durations must be at most [`QueueConfig::MAX_DURATION`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueConfig {
     /// Tick after this many events (default 500).
@@ -337,6 +343,13 @@ pub struct QueueConfig {
     pub disable_insert: Option<bool>,
     /// Most events one transaction may insert; `Some(None)` removes the limit.
     pub per_tx_limit: Option<Option<i32>>,
+}
+
+impl QueueConfig {
+    /// The longest duration a queue setting accepts: 100 years (36 500 days). pgq adds these
+    /// durations to timestamps (`now()` plus the rotation period, for example), which must stay
+    /// within PostgreSQL's timestamp range.
+    pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 }
 
 /// A queue's full stored configuration (what [`crate::get_queue_config`] reads).
