@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BoxError, Error, Result};
-use crate::typed::{TypedEvent, json_event};
+use crate::typed::{TypedEvent, json_event, typed_event};
 
 const SEND: &str = "sending an event (pgq.insert_event)";
 const SEND_TIMED: &str = "sending an event with an explicit time (pgq.insert_event_raw)";
@@ -158,12 +158,12 @@ impl Producer {
 
     /// Send a typed value: its [`TypedEvent::EVENT_TYPE`], JSON payload and extras. Needs
     /// `pgq_writer`.
-    pub async fn send_typed<'e, T: TypedEvent>(
+    pub async fn send_typed<'e, T: TypedEvent + serde::Serialize>(
         &self,
         ex: impl PgExecutor<'e>,
         value: &T,
     ) -> Result<EventId> {
-        self.send(ex, &value.to_event()?).await
+        self.send(ex, &typed_event(value)?).await
     }
 
     /// Split `events` into statements within the row and byte limits.
@@ -237,12 +237,9 @@ impl Producer {
     pub async fn send_typed_batch<'c, A, T>(&self, conn: A, values: &[T]) -> Result<Vec<EventId>>
     where
         A: Acquire<'c, Database = Postgres>,
-        T: TypedEvent,
+        T: TypedEvent + serde::Serialize,
     {
-        let events = values
-            .iter()
-            .map(TypedEvent::to_event)
-            .collect::<Result<Vec<_>>>()?;
+        let events = values.iter().map(typed_event).collect::<Result<Vec<_>>>()?;
         self.send_batch(conn, &events).await
     }
 

@@ -248,3 +248,63 @@ async fn unknown_queue_is_reported_with_what_to_do() {
     }
     exec(&db, "select 1").await;
 }
+
+/// `queue create --consumer` registers consumers with the queue, so events produced before a
+/// consumer first runs are delivered to it; the whole create is one transaction.
+#[tokio::test]
+async fn create_with_consumers_delivers_events_produced_before_they_run() {
+    let db = TestDb::new().await;
+    let out = ok(
+        &db,
+        &[
+            "queue", "create", "outbox", "--consumer", "billing", "--consumer", "audit",
+            "--ticker-max-lag", "0s",
+        ],
+    );
+    assert!(out.contains("\"billing\", \"audit\""), "{out}");
+    let list = json(&db, &["consumer", "list", "outbox"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["consumer_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["audit", "billing"]);
+    ok(&db, &["send", "outbox", "--type", "t", "--data", "early"]);
+    ok(&db, &["tick", "outbox"]);
+    let tailed = ok(&db, &["tail", "outbox", "billing"]);
+    assert!(tailed.contains("early"), "{tailed}");
+
+    // Existing queue: refused without --if-not-exists; with it, a new consumer is registered
+    // and an existing one keeps its position.
+    fails(&db, &["queue", "create", "outbox", "--consumer", "late"], 1);
+    let before: i64 = scalar(
+        &db,
+        "select sub_last_tick from pgq.subscription s join pgq.consumer c \
+         on c.co_id = s.sub_consumer where c.co_name = 'billing'",
+    )
+    .await;
+    ok(&db, &["tick", "outbox"]);
+    let again = json(
+        &db,
+        &[
+            "queue", "create", "outbox", "--if-not-exists", "--consumer", "billing",
+            "--consumer", "late",
+        ],
+    );
+    assert_eq!(again["changed"], false);
+    let after: i64 = scalar(
+        &db,
+        "select sub_last_tick from pgq.subscription s join pgq.consumer c \
+         on c.co_id = s.sub_consumer where c.co_name = 'billing'",
+    )
+    .await;
+    assert_eq!(before, after, "billing keeps its position");
+    let n: i64 = scalar(&db, "select count(*) from pgq.consumer where co_name = 'late'").await;
+    assert_eq!(n, 1);
+
+    // A bad consumer name is a usage error and creates nothing.
+    fails(&db, &["queue", "create", "other", "--consumer", " bad"], 2);
+    let n: i64 = scalar(&db, "select count(*) from pgq.queue where queue_name = 'other'").await;
+    assert_eq!(n, 0);
+}
