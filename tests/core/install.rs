@@ -53,10 +53,24 @@ async fn check_reports_tick_age_per_queue() {
     assert!(report.queues[0].last_tick_time.is_some());
     assert_eq!(
         report.ticker_alive,
-        Some(true),
-        "just ticked by create_queue"
+        Some(false),
+        "the tick create_queue wrote is not a running ticker"
     );
-    // Age the ticks: the ticker looks dead.
+    // A session holding pgq-ticker's lock is.
+    let mut ticker = pool.acquire().await.unwrap();
+    assert!(
+        pgq_core::try_ticker_lock(&mut *ticker, pgq_core::TICKER_LOCK_KEY)
+            .await
+            .unwrap()
+    );
+    let report = pgq_core::check(pool).await.unwrap();
+    assert_eq!(report.ticker_alive, Some(true));
+    assert!(report.ticker.is_some());
+    pgq_core::ticker_unlock(&mut *ticker, pgq_core::TICKER_LOCK_KEY)
+        .await
+        .unwrap();
+    drop(ticker);
+    // Aged ticks still have their age reported.
     pgq_core::sqlx::query("update pgq.tick set tick_time = tick_time - interval '1 hour'")
         .execute(pool)
         .await

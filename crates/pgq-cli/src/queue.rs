@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pgq_core::sqlx::{Acquire, PgConnection};
+use pgq_core::sqlx::PgConnection;
 use pgq_core::{QueueConfig, QueueName};
 use serde::Serialize;
 
@@ -51,7 +51,7 @@ pub(crate) fn parse_setting(s: &str) -> Result<Setting, String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?} (keys: {KEYS})"))?;
     let key = key.trim();
     let value = value.trim();
-    let d = |v: &str| crate::cli::duration(v).map_err(|e| format!("{key}: {e}"));
+    let d = |v: &str| crate::cli::config_duration(v).map_err(|e| format!("{key}: {e}"));
     Ok(match key {
         "ticker_max_count" => Setting::TickerMaxCount(parse_count(key, value)?),
         "ticker_max_lag" => Setting::TickerMaxLag(d(value)?),
@@ -132,6 +132,7 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: QueueCmd) -> Result<(), C
             ticker_max_lag,
             ticker_idle_period,
             rotation_period,
+            consumers,
             if_not_exists,
         } => {
             let config = QueueConfig {
@@ -141,37 +142,38 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: QueueCmd) -> Result<(), C
                 rotation_period,
                 ..Default::default()
             };
-            let mut tx = db.begin().await.map_err(db_error)?;
-            let created = pgq_core::create_queue(&mut *tx, &name).await.queue(&name)?;
-            if !created {
-                if if_not_exists {
-                    return done(
-                        ctx,
-                        &name,
-                        "create",
-                        false,
-                        format!("queue {name:?} exists already (left unchanged)"),
-                    )
-                    .await;
-                }
+            if !if_not_exists && pgq_core::queue_exists(&mut *db, &name).await? {
                 return Err(CliError::Refused(format!(
                     "queue {name:?} exists already: `pgq queue config {}` shows or changes its \
                      settings (or pass --if-not-exists)",
                     sh(name.as_str())
                 )));
             }
-            if config != QueueConfig::default() {
-                pgq_core::set_queue_config(&mut tx, &name, &config)
-                    .await
-                    .queue(&name)?;
+            let created = pgq_core::create_queue_with(&mut *db, &name, &config, &consumers)
+                .await
+                .queue(&name)?;
+            let with = if consumers.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = consumers.iter().map(|c| format!("{c:?}")).collect();
+                format!(" with consumer(s) {}", names.join(", "))
+            };
+            if !created {
+                return done(
+                    ctx,
+                    &name,
+                    "create",
+                    false,
+                    format!("queue {name:?} exists already (settings left unchanged){with}"),
+                )
+                .await;
             }
-            tx.commit().await.map_err(db_error)?;
             done(
                 ctx,
                 &name,
                 "create",
                 true,
-                format!("created queue {name:?}"),
+                format!("created queue {name:?}{with}"),
             )
             .await
         }
@@ -237,7 +239,7 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: QueueCmd) -> Result<(), C
                 });
             }
             let mut t = out::plain_table();
-            t.add_row(["queue".to_owned(), info.queue_name.clone()]);
+            t.add_row(["queue".to_owned(), out::one_line(&info.queue_name)]);
             t.add_row(["state".to_owned(), view.state().to_owned()]);
             t.add_row(["ticker lag".to_owned(), out::dur(info.ticker_lag)]);
             t.add_row(["last tick".to_owned(), out::opt(info.last_tick_id)]);
@@ -333,7 +335,7 @@ pub(crate) fn queue_table(views: &[QueueView]) -> comfy_table::Table {
     ]);
     for v in views {
         t.add_row([
-            v.queue_name.clone(),
+            out::one_line(&v.queue_name),
             v.state().to_owned(),
             out::dur(v.ticker_lag),
             out::opt(v.last_tick_id),
@@ -387,6 +389,12 @@ mod tests {
         assert!(parse_setting("ticker_max_count=0").is_err());
         assert!(parse_setting("bogus=1").is_err());
         assert!(parse_setting("ticker_max_lag=soon").is_err());
+        let e = parse_setting("ticker_max_lag=9999999999999999s").unwrap_err();
+        assert!(
+            e.contains("ticker_max_lag") && e.contains("out of range"),
+            "{e}"
+        );
+        assert!(parse_setting("rotation_period=36500days").is_ok());
         assert!(parse_setting("novalue").is_err());
     }
 }

@@ -6,7 +6,7 @@
 use sqlx::{Acquire, PgConnection, PgExecutor};
 
 use crate::error::{Error, Op, Result, ResultExt};
-use crate::name::QueueName;
+use crate::name::{ConsumerName, QueueName};
 use crate::types::{
     QueueConfig, QueueInfo, StoredQueueConfig, TickId, interval_to_duration, opt_interval,
 };
@@ -25,6 +25,33 @@ pub async fn create_queue<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Res
         .await
         .op(CREATE)?;
     Ok(r == 1)
+}
+
+/// Create `queue` with `config` and register `consumers` on it, in one transaction (a savepoint
+/// inside the caller's): the consumers see every event produced after this call, including
+/// those produced before they first run. Returns `true` if the queue was created.
+///
+/// Safe to call at every start of a service: when the queue exists already its configuration
+/// is left as it is (an operator may have changed it), and only the consumers not yet registered
+/// are registered (a registered consumer keeps its position).
+///
+/// Needs `pgq_admin` (creating and configuring); registering needs `pgq_reader`.
+pub async fn create_queue_with(
+    conn: &mut PgConnection,
+    queue: &QueueName,
+    config: &QueueConfig,
+    consumers: &[ConsumerName],
+) -> Result<bool> {
+    let mut tx = conn.begin().await.op(CREATE)?;
+    let created = create_queue(&mut *tx, queue).await?;
+    if created && *config != QueueConfig::default() {
+        set_queue_config(&mut tx, queue, config).await?;
+    }
+    for consumer in consumers {
+        crate::consume::register_consumer(&mut *tx, queue, consumer).await?;
+    }
+    tx.commit().await.op(CREATE)?;
+    Ok(created)
 }
 
 /// Drop a queue (`pgq.drop_queue`). Without `force`, a queue that still has consumers is refused
@@ -79,6 +106,24 @@ pub async fn set_queue_config(
 ) -> Result<()> {
     let mut keys: Vec<&str> = Vec::new();
     let mut values: Vec<String> = Vec::new();
+    for (key, d) in [
+        ("ticker_max_lag", config.ticker_max_lag),
+        ("ticker_idle_period", config.ticker_idle_period),
+        ("rotation_period", config.rotation_period),
+    ] {
+        if let Some(d) = d
+            && d > QueueConfig::MAX_DURATION
+        {
+            return Err(Error::invalid_input(
+                CONFIG,
+                format!(
+                    "{key} of {}s is out of range: at most 100 years ({}s)",
+                    d.as_secs(),
+                    QueueConfig::MAX_DURATION.as_secs()
+                ),
+            ));
+        }
+    }
     if let Some(n) = config.ticker_max_count {
         if n < 1 {
             return Err(Error::invalid_input(

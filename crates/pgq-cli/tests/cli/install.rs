@@ -20,9 +20,25 @@ async fn install_is_idempotent_and_check_reports() {
     let c = json(&db, &["install", "--check"]);
     assert_eq!(c["queues"][0]["queue_name"], "q");
     assert_eq!(c["queues"][0]["ticked_here"], true);
+    assert_eq!(
+        c["ticker_alive"], false,
+        "create_queue's tick is not a ticker"
+    );
+    // A session holding pgq-ticker's lock is a running ticker.
+    let mut ticker = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&db.url()).await.unwrap()
+    };
+    assert!(
+        pgq_core::try_ticker_lock(&mut ticker, pgq_core::TICKER_LOCK_KEY)
+            .await
+            .unwrap()
+    );
+    let c = json(&db, &["install", "--check"]);
     assert_eq!(c["ticker_alive"], true);
+    assert!(c["ticker"]["pid"].is_i64(), "{c}");
     let text = ok(&db, &["install", "--check"]);
-    assert!(text.contains("ticker:         alive"), "{text}");
+    assert!(text.contains("ticker:         alive (pid"), "{text}");
 }
 
 #[tokio::test]
