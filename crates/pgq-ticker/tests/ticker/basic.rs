@@ -212,3 +212,86 @@ async fn vacuum_operations_run_when_autovacuum_is_off() {
     })
     .await;
 }
+
+/// A ticker started before the schema is installed says so (a warning, for a database named
+/// explicitly) and starts ticking within seconds of the install, not a check period later.
+#[tokio::test]
+async fn a_ticker_started_before_install_warns_and_starts_within_seconds() {
+    let db = TestDb::new_without_schema().await;
+    let t = TickerProc::spawn(&[
+        "--db",
+        &db.url(),
+        "--ticker-period",
+        "100ms",
+        "--check-period",
+        "10m",
+    ]);
+    eventually("the warning that pgq is missing", || async {
+        t.logs()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("pgq is not installed"))
+            .then_some(())
+    })
+    .await;
+    pgq_core::install(db.pool()).await.unwrap();
+    busy_queue(db.pool(), "late").await;
+    // Well before the 10-minute check period: the explicit database is looked at every 2 s.
+    let before = tick_count(db.pool(), "late").await;
+    ticks_beyond(db.pool(), "late", before + 2).await;
+    assert!(t.logs().contains("pgq is installed now"), "{}", t.logs());
+}
+
+/// A retry comes back close to its due time, not a retry period later: the ticker runs its
+/// retry mover when the earliest retry is due (here the retry period is 10 minutes).
+#[tokio::test]
+async fn retries_come_back_at_their_due_time_not_the_retry_period() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    pgq_core::create_queue(pool, &q("retried")).await.unwrap();
+    sqlx::query("select pgq.set_queue_config('retried', 'ticker_max_lag', '0')")
+        .execute(pool)
+        .await
+        .unwrap();
+    pgq_core::register_consumer(pool, &q("retried"), &c("r"))
+        .await
+        .unwrap();
+    let _t = TickerProc::spawn(&[
+        "--db",
+        &db.url(),
+        "--ticker-period",
+        "200ms",
+        "--retry-period",
+        "10m",
+    ]);
+    let id = pgq_core::insert_event(pool, &q("retried"), "t", "again")
+        .await
+        .unwrap();
+    // Take the event and retry it in one second.
+    let batch = eventually("the event's batch", || async {
+        let b = pgq_core::next_batch(pool, &q("retried"), &c("r"))
+            .await
+            .unwrap()?;
+        let events = pgq_core::get_batch_events(pool, b).await.unwrap();
+        if events.iter().any(|e| e.id() == id) {
+            Some(b)
+        } else {
+            pgq_core::finish_batch(pool, b).await.unwrap();
+            None
+        }
+    })
+    .await;
+    pgq_core::event_retry(pool, batch, id, Duration::from_secs(1))
+        .await
+        .unwrap();
+    pgq_core::finish_batch(pool, batch).await.unwrap();
+    let back = eventually("the retried event back in a batch", || async {
+        let b = pgq_core::next_batch(pool, &q("retried"), &c("r"))
+            .await
+            .unwrap()?;
+        let events = pgq_core::get_batch_events(pool, b).await.unwrap();
+        pgq_core::finish_batch(pool, b).await.unwrap();
+        events.into_iter().find(|e| e.id() == id)
+    })
+    .await;
+    assert_eq!(back.ev_retry, Some(1));
+}
