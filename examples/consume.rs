@@ -95,7 +95,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     assert_eq!(dead.len(), 1, "order 3 is the one dead letter");
     // Put it back into the queue (a new event; it would fail again here, so purge it instead).
-    let purged = core::purge_dead_letters(&pool, &core::DeadLetterSelection::All, Some(&queue), None).await?;
+    let purged =
+        core::purge_dead_letters(&pool, &core::DeadLetterSelection::All, Some(&queue), None)
+            .await?;
     println!("purged {} dead letter(s)", purged.len());
     Ok(())
 }

@@ -138,4 +138,5 @@ begin
 end;
 $$;
 
+REVOKE ALL ON FUNCTION pgq_rs.dead_letter_purge(bigint[], text, interval) FROM public;
 GRANT EXECUTE ON FUNCTION pgq_rs.dead_letter_purge(bigint[], text, interval) TO pgq_admin;

@@ -26,3 +26,8 @@ pub use pgq_producer as producer;
 pub use pgq_ticker as ticker;
 
 pub use pgq_core::{ConsumerName, Error, ErrorKind, Event, NewEvent, QueueName};
+
+/// The README's Rust snippets, compiled as doctests so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -61,6 +61,27 @@ async fn bad_arguments_are_usage_errors_and_change_nothing() {
         ),
         (&["queue", "config", "q", "no_such_key=1"], 2, "no_such_key"),
         (
+            &["queue", "config", "q", "ticker_max_lag=9999999999999999s"],
+            2,
+            "ticker_max_lag: duration \"9999999999999999s\" is out of range",
+        ),
+        (
+            &["queue", "config", "q", "rotation_period=36501days"],
+            2,
+            "at most 100 years",
+        ),
+        (
+            &[
+                "queue",
+                "create",
+                "n",
+                "--ticker-idle-period",
+                "9999999999999999s",
+            ],
+            2,
+            "out of range",
+        ),
+        (
             &["queue", "config", "q", "ticker_paused=maybe"],
             2,
             "ticker_paused",
@@ -133,4 +154,51 @@ async fn bad_arguments_are_usage_errors_and_change_nothing() {
         assert!(!err.contains("panicked"), "{}", describe(&what, &o));
         assert_eq!(snapshot(pool).await, before, "{what}: database changed");
     }
+}
+
+/// Durations a queue setting cannot hold (pgq adds them to timestamps) are refused by the library
+/// with a message that says so, not a server error; nothing changes.
+#[tokio::test]
+async fn out_of_range_queue_durations_are_refused_by_the_library() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let q = QueueName::new("q").unwrap();
+    pgq_core::create_queue(pool, &q).await.unwrap();
+    let huge = std::time::Duration::from_secs(9_999_999_999_999_999);
+    for config in [
+        pgq_core::QueueConfig {
+            ticker_max_lag: Some(huge),
+            ..Default::default()
+        },
+        pgq_core::QueueConfig {
+            ticker_max_count: Some(7),
+            rotation_period: Some(pgq_core::QueueConfig::MAX_DURATION * 2),
+            ..Default::default()
+        },
+    ] {
+        let before = snapshot(pool).await;
+        let mut conn = pool.acquire().await.unwrap();
+        let e = pgq_core::set_queue_config(&mut conn, &q, &config)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), pgq_core::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert_eq!(
+            snapshot(pool).await,
+            before,
+            "{config:?} changed the database"
+        );
+    }
+    // The limit itself is accepted.
+    let mut conn = pool.acquire().await.unwrap();
+    pgq_core::set_queue_config(
+        &mut conn,
+        &q,
+        &pgq_core::QueueConfig {
+            rotation_period: Some(pgq_core::QueueConfig::MAX_DURATION),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 }

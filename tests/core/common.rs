@@ -1,13 +1,7 @@
 use pgq_core::sqlx::PgPool;
 use pgq_core::{BatchId, ConsumerName, Event, QueueName, TickId};
 
-pub(crate) fn q(s: &str) -> QueueName {
-    QueueName::new(s).unwrap()
-}
-
-pub(crate) fn c(s: &str) -> ConsumerName {
-    ConsumerName::new(s).unwrap()
-}
+pub(crate) use pgq_testkit::{c, q};
 
 /// Create `queue` and register `consumer` on it.
 pub(crate) async fn setup(pool: &PgPool, queue: &str, consumer: &str) -> (QueueName, ConsumerName) {

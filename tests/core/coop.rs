@@ -157,9 +157,11 @@ async fn takeover_hands_out_a_fresh_batch_id_and_the_old_one_stops_working() {
     assert_eq!(e.kind(), ErrorKind::BatchNotFound, "{e}");
     let e = pgq_core::finish_batch(pool, old).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BatchNotFound, "{e}");
-    assert!(
-        pgq_core::get_batch_events(pool, old).await.is_err(),
-        "old id reads nothing"
+    let e = pgq_core::get_batch_events(pool, old).await.unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::BatchNotFound,
+        "old id reads nothing: {e}"
     );
     assert_eq!(
         pgq_core::batch_owner(pool, new).await.unwrap().unwrap().1,
@@ -341,4 +343,132 @@ async fn simultaneous_takeovers_never_hand_out_one_batch_twice() {
         "exactly one member took the batch over: {got:?}"
     );
     assert_eq!(data(pool, got[0]).await, vec!["only"]);
+}
+
+/// Whoever unregisters a member holding a batch — pgq_core::unregister_consumer (what `pgq
+/// consumer unregister Q g.a` calls) or SQL through pgq_rs.unregister_consumer — its events go
+/// back to the group. (pgq.unregister_consumer alone deletes the member's row and the batch's
+/// events are never seen again by the group.)
+#[tokio::test]
+async fn unregister_consumer_on_a_member_holding_a_batch_returns_its_events_to_the_group() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let qn = group(pool, "unreg_any", &["a", "b", "c", "idle"]).await;
+    produce_and_tick(pool, &qn, &["p", "q"]).await;
+    produce_and_tick(pool, &qn, &["r"]).await;
+    let ba = next(pool, &qn, "a", None).await.unwrap();
+    let bb = next(pool, &qn, "b", None).await.unwrap();
+    assert_ne!(ba, bb);
+
+    assert_eq!(
+        pgq_core::unregister_consumer(pool, &qn, &c("g.a"))
+            .await
+            .unwrap(),
+        1
+    );
+    let n: i32 = sqlx::query_scalar("select pgq_rs.unregister_consumer($1, 'g.b')")
+        .bind(qn.as_str())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        pgq_core::unregister_consumer(pool, &qn, &c("g.idle"))
+            .await
+            .unwrap(),
+        1,
+        "an idle member just goes"
+    );
+    assert_eq!(
+        pgq_core::unregister_consumer(pool, &qn, &c("g.a"))
+            .await
+            .unwrap(),
+        0,
+        "already gone"
+    );
+    assert!(pgq_core::batch_owner(pool, ba).await.unwrap().is_none());
+    assert!(pgq_core::batch_owner(pool, bb).await.unwrap().is_none());
+    assert!(
+        pgq_core::get_consumer_info(pool, &qn, &c("g"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the group stays"
+    );
+
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    tick(pool, &qn).await;
+    let mut got = Vec::new();
+    while let Some(b) = next(pool, &qn, "c", None).await {
+        got.extend(data(pool, b).await);
+        pgq_core::coop_finish_batch(pool, b).await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, vec!["p", "q", "r"], "nothing lost");
+
+    // Unregistering the group itself still removes the group with its members.
+    assert_eq!(
+        pgq_core::unregister_consumer(pool, &qn, &c("g"))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+/// pgq_rs.register_consumer (register_consumer_if_new) never moves a registered consumer, and
+/// many simultaneous first registrations register it exactly once, without errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registering_if_new_is_atomic_and_never_rewinds() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let qn = crate::common::q("reg_once");
+    pgq_core::create_queue(pool, &qn).await.unwrap();
+    let t0 = tick(pool, &qn).await;
+    produce_and_tick(pool, &qn, &["1"]).await;
+
+    let cn = c("once");
+    assert!(
+        pgq_core::register_consumer_if_new(pool, &qn, &cn, Some(t0))
+            .await
+            .unwrap()
+    );
+    let b = pgq_core::next_batch(pool, &qn, &cn).await.unwrap().unwrap();
+    pgq_core::finish_batch(pool, b).await.unwrap();
+    let pos = |pool: PgPool, cn: pgq_core::ConsumerName| {
+        let qn = qn.clone();
+        async move {
+            pgq_core::get_consumer_info(&pool, &qn, &cn)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_tick
+        }
+    };
+    let after = pos(pool.clone(), cn.clone()).await;
+    assert_ne!(after, Some(t0));
+    assert!(
+        !pgq_core::register_consumer_if_new(pool, &qn, &cn, Some(t0))
+            .await
+            .unwrap()
+    );
+    assert_eq!(pos(pool.clone(), cn.clone()).await, after, "not rewound");
+
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (pool, qn, barrier) = (pool.clone(), qn.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            pgq_core::register_consumer_if_new(&pool, &qn, &c("many"), Some(t0)).await
+        }));
+    }
+    let mut newly = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            newly += 1;
+        }
+    }
+    assert_eq!(newly, 1, "registered exactly once");
 }

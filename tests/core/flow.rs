@@ -46,7 +46,9 @@ async fn send_tick_receive_in_separate_transactions() {
         .expect("batch");
     assert_eq!(info.cur_tick_id, t);
     assert!(info.prev_tick_id < t);
-    assert!(info.estimated_events() >= 4);
+    // An upper bound (sequence difference; tick_now's pgq.force_tick moves the sequence too);
+    // the exact count is what the batch holds, below.
+    assert!(info.estimated_events() >= 4, "{info:?}");
 
     // The same batch until it is finished (at-least-once).
     assert_eq!(
@@ -363,8 +365,12 @@ async fn consumers_are_independent_and_reported() {
     let infos = pgq_core::get_consumer_info_queue(pool, &q).await.unwrap();
     assert_eq!(infos.len(), 2);
     let ib = infos.iter().find(|i| i.consumer_name == "b").unwrap();
+    // An estimate from sequences (tick_now's pgq.force_tick moves the sequence too).
     assert!(ib.pending_events >= 5, "{ib:?}");
-    assert!(pgq_core::get_consumer_info_all(pool).await.unwrap().len() >= 2);
+    assert_eq!(
+        pgq_core::get_consumer_info_all(pool).await.unwrap().len(),
+        2
+    );
     let bid = batch(pool, &q, &b).await;
     let ib = pgq_core::get_consumer_info(pool, &q, &b)
         .await

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pgq_core::sqlx::{self, PgPool};
 use pgq_core::{NewEvent, QueueConfig, TickId};
-use pgq_testkit::TestDb;
+use pgq_testkit::{Cluster, TestDb};
 
 use crate::common::{drain, q, setup, tick};
 
@@ -97,7 +97,11 @@ async fn rotation_truncates_old_tables_only_after_consumers_pass() {
 
 #[tokio::test]
 async fn rotation_steps_can_be_called_directly() {
-    let db = TestDb::new().await;
+    // A cluster of its own: other tests' open transactions (txids are cluster-wide) would hold
+    // the tick snapshots' xmin back and rightly postpone rotation, so on the shared cluster this
+    // test could only retry until rotation happens, which would hide a rotation bug too.
+    let cluster = Cluster::start_private().expect("a private cluster");
+    let db = TestDb::new_on(&cluster).await;
     let pool = db.pool();
     let (qn, cn) = setup(pool, "steps", "c").await;
     let cfg = QueueConfig {
@@ -107,19 +111,13 @@ async fn rotation_steps_can_be_called_directly() {
     pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &qn, &cfg)
         .await
         .unwrap();
-    // Other tests' open transactions can hold the tick snapshots' xmin back (txids are
-    // cluster-wide), which correctly postpones rotation; retry until it happens.
-    for _ in 0..100 {
-        tick(pool, &qn).await;
-        drain(pool, &qn, &cn).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        pgq_core::maint_rotate_tables_step1(pool, &qn)
-            .await
-            .unwrap();
-        if cur_table(pool, "steps").await == 1 {
-            break;
-        }
-    }
+    // The consumer moves past the queue's creation; the 1 ms rotation period passes.
+    tick(pool, &qn).await;
+    drain(pool, &qn, &cn).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pgq_core::maint_rotate_tables_step1(pool, &qn)
+        .await
+        .unwrap();
     assert_eq!(cur_table(pool, "steps").await, 1);
     assert_eq!(pgq_core::maint_rotate_tables_step2(pool).await.unwrap(), 0);
     pgq_core::vacuum_table(pool, "pgq.tick").await.unwrap();
@@ -133,8 +131,20 @@ async fn ticker_variants() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let (qn, cn) = setup(pool, "tk", "c").await;
-    // Just ticked and below every threshold: pgq.ticker(queue) does not tick again.
-    let _ = pgq_core::ticker_queue(pool, &qn).await.unwrap();
+    // A queue with only its creation tick is ticked again (idleness is judged from the gap
+    // between the last two ticks) ...
+    let second = pgq_core::ticker_queue(pool, &qn)
+        .await
+        .unwrap()
+        .expect("a second tick");
+    assert_eq!(
+        pgq_core::get_queue_info(pool, &qn)
+            .await
+            .unwrap()
+            .last_tick_id,
+        Some(second)
+    );
+    // ... then, just ticked and below every threshold, it is not ticked again.
     assert_eq!(pgq_core::ticker_queue(pool, &qn).await.unwrap(), None);
     // Enough events: it ticks.
     let cfg = QueueConfig {
@@ -163,7 +173,11 @@ async fn ticker_variants() {
     pgq_core::insert_events(pool, &qn, &vec![NewEvent::new("t", "d"); 5])
         .await
         .unwrap();
-    assert!(pgq_core::ticker(pool).await.unwrap() >= 1);
+    assert_eq!(
+        pgq_core::ticker(pool).await.unwrap(),
+        1,
+        "the one queue ticked"
+    );
     assert_eq!(drain(pool, &qn, &cn).await.len(), 5);
     // force_tick makes the next ticker call tick.
     let last = pgq_core::force_tick(pool, &qn).await.unwrap();

@@ -9,16 +9,8 @@ use pgq_testkit::TestDb;
 use crate::common::{c, q, tick};
 
 async fn role_pool(db: &TestDb, role: &str, granted: &str) -> PgPool {
-    // Roles are cluster-wide: make the name unique per database.
-    let name = format!("{}_{role}", db.name());
-    db.pool()
-        .execute(sqlx::AssertSqlSafe(format!(
-            "drop role if exists {n}; create role {n} login; grant {granted} to {n}",
-            n = pgq_core::quote_ident(&name)
-        )))
-        .await
-        .unwrap();
-    PgPool::connect(&db.url_as(&name, None)).await.unwrap()
+    let name = db.create_role(role, granted, None).await;
+    db.pool_as(&name).await
 }
 
 #[tokio::test]

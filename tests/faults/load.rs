@@ -133,6 +133,13 @@ pub(crate) async fn start_consumer(
 ) -> (Consumed, JoinHandle<pgq_consumer::Result<()>>) {
     let consumer = Consumer::builder(pool(url), queue.clone(), c("c"))
         .poll_interval(Duration::from_millis(500))
+        // Retries after database errors capped at 1 s (the default cap is 30 s): then "the
+        // consumer recovers soon after the server is back" is a bound the fault tests can state
+        // with a wide margin, instead of one the backoff may exceed by design.
+        .reconnect_backoff(pgq_consumer::Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        ))
         .build()
         .unwrap();
     consumer.register().await.unwrap();

@@ -11,6 +11,8 @@ use crate::load::Load;
 use crate::support::{Proc, busy_queue, eventually, tick_count, wait_for};
 
 /// The bound is 5 s; checked generously (a busy 2-core machine), the figure printed.
+/// Both retry loops are capped well below it: the ticker's reconnect backoff at 3 s, the load's
+/// consumer at 1 s (`load::start_consumer`), so only a recovery bug can exceed it.
 const RECOVERY_BOUND: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

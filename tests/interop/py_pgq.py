@@ -7,9 +7,13 @@
 
 CONSUMER must be registered already (a MEMBER is registered by CoopConsumer itself). COUNT 0 means
 "until no event arrived for 3 seconds" (for a member that gets an unknown share of a group's work).
+
+Every command stops itself (SIGALRM, exit by signal) after DEADLINE seconds, so a peer waiting for
+events that never come fails its test instead of hanging the suite.
 """
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -122,7 +126,13 @@ def pgqueue_consume(dsn, queue, consumer, count):
     db.close()
 
 
+# Longer than the Rust side's PEER_DEADLINE (90 s), which kills and reports first.
+DEADLINE = 120
+
+
 def main():
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(DEADLINE)
     cmd = sys.argv[1]
     if cmd == "consume":
         consume(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]),

@@ -1,10 +1,10 @@
 //! Helpers shared by the root package's fault and bad-input tests (included with `#[path]`):
 //! locating the `pgq` and `pgq-ticker` binaries, running them, re-running the test binary as a
-//! child process, polling the database, and reading a process's memory.
+//! child process, polling the database. The helpers every suite needs (names, polling, tick
+//! counts, memory) live in `pgq_testkit` and are re-exported here.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgq_core::sqlx::{self, Executor, PgPool};
-use pgq_core::{ConsumerName, QueueName};
+use pgq_core::QueueName;
 use pgq_testkit::TestDb;
 
-/// How long an eventual condition may take before a test fails (a hang guard for a busy
-/// 2-core machine, not a timing assertion).
-pub const DEADLINE: Duration = Duration::from_secs(90);
+#[allow(unused_imports, reason = "each test binary including this module uses some of them")]
+pub use pgq_testkit::{DEADLINE, c, eventually, q, rss_kib, tick_count, wait_for};
 
 /// Environment variables that would change where `pgq` and `pgq-ticker` connect.
 pub const CONNECTION_VARS: [&str; 9] = [
@@ -145,15 +144,6 @@ impl Drop for Proc {
     }
 }
 
-/// Resident memory of process `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Environment variable telling a re-run test binary which child role to play.
 pub const CHILD_ENV: &str = "PGQ_ROOT_TEST_CHILD";
 
@@ -175,43 +165,6 @@ pub fn child_mode() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
 }
 
-/// Poll `f` every 50 ms until it returns `Some`, failing after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Wait until `cond` holds (see [`eventually`]).
-pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    eventually(what, || {
-        let fut = cond();
-        async move { fut.await.then_some(()) }
-    })
-    .await
-}
-
-pub fn q(s: &str) -> QueueName {
-    QueueName::new(s).unwrap()
-}
-
-pub fn c(s: &str) -> ConsumerName {
-    ConsumerName::new(s).unwrap()
-}
-
 /// A single `bigint` (e.g. a `count(*)`).
 pub async fn scalar(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -229,19 +182,7 @@ pub async fn exec(pool: &PgPool, sql: &str) {
 
 /// Make a login role (unique to `db`) with `password` and membership in `granted`; its name.
 pub async fn make_role(db: &TestDb, role: &str, granted: &str, password: Option<&str>) -> String {
-    let name = format!("{}_{role}", db.name());
-    let pw = password
-        .map(|p| format!(" password {}", pgq_core::quote_literal(p)))
-        .unwrap_or_default();
-    exec(
-        db.pool(),
-        &format!(
-            "drop role if exists {n}; create role {n} login{pw}; grant {granted} to {n}",
-            n = pgq_core::quote_ident(&name)
-        ),
-    )
-    .await;
-    name
+    db.create_role(role, granted, password).await
 }
 
 /// A queue whose `pgq.ticker()` ticks on every call (no idle back-off or event threshold wait).
@@ -257,18 +198,6 @@ pub async fn busy_queue(pool: &PgPool, name: &str) -> QueueName {
     .await
     .unwrap();
     queue
-}
-
-/// Number of ticks of `queue`.
-pub async fn tick_count(pool: &PgPool, queue: &str) -> i64 {
-    sqlx::query_scalar(
-        "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue \
-         where q.queue_name = $1",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await
-    .unwrap_or(-1)
 }
 
 /// How many sessions hold the ticker's advisory lock in the pool's database.

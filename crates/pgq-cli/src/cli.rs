@@ -22,6 +22,27 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (write it like 500ms, 3s, 5min or 2h)"))
 }
 
+/// Parse a duration for a queue setting: at most [`pgq_core::QueueConfig::MAX_DURATION`].
+pub(crate) fn config_duration(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d > pgq_core::QueueConfig::MAX_DURATION {
+        return Err(format!(
+            "duration {:?} is out of range: a queue setting is at most 100 years",
+            s.trim()
+        ));
+    }
+    Ok(d)
+}
+
+/// Parse a positive duration for a queue setting.
+fn positive_config_duration(s: &str) -> Result<Duration, String> {
+    let d = config_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be greater than zero"));
+    }
+    Ok(d)
+}
+
 /// Parse a positive humantime duration.
 fn positive_duration(s: &str) -> Result<Duration, String> {
     let d = duration(s)?;
@@ -93,10 +114,14 @@ Examples:
     /// Register, unregister and list consumers.
     #[command(subcommand)]
     Consumer(ConsumerCmd),
+    /// List, show, replay and purge dead letters (events consumers gave up on).
+    #[command(subcommand)]
+    Dlq(DlqCmd),
     /// All queues and consumers with lags, pending events, and warnings to act on.
     #[command(after_help = "\
 Warnings: no ticker running, queues without ticks, paused queues, consumers holding back table
-rotation, and a schema older than this build.
+rotation, dead letters from the last 24 hours (`pgq dlq list`), and a schema older than this
+build.
 
 Examples:
   pgq status
@@ -117,7 +142,8 @@ Examples:
     #[command(after_help = "\
 --file reads one JSON object per line: {\"type\": \"...\", \"data\": ..., \"extra1\": \"...\"} with
 extra1..extra4 optional; a `data` that is not a string is stored as its JSON text. Blank lines are
-skipped. All events go in one transaction: a malformed line aborts the send, reports the line
+skipped. A line may be at most 64 MiB; the file must be UTF-8 without a byte order mark. All
+events go in one transaction: a malformed or overlong line aborts the send, reports the line
 number, and nothing is sent. Uses COPY when the role has pgq_admin, else set-based inserts
 (pgq_writer is enough). The output of `pgq tail --json` can be sent again.
 
@@ -131,14 +157,18 @@ Examples:
     #[command(after_help = "\
 Each event is one line (one JSON object with --json). A batch is finished only after all of its
 events were printed. --max-events stops after N events; if that is in the middle of a batch, the
-batch is left unfinished, so its events are delivered again (none are lost). Without --follow,
-tail stops when there is no further batch. The consumer must be registered
+batch is left unfinished, so its events are delivered again (none are lost), and a message on
+standard error gives the batch id and how many of its events were not printed. A rerun starts
+that batch again from its first event; to move on, rerun with --finish-batch (prints to the end
+of the batch, then finishes it, so the output may exceed N) or with a larger --max-events.
+Without --follow, tail stops when there is no further batch. The consumer must be registered
 (`pgq consumer register QUEUE CONSUMER`), and batches need ticks (pgq-ticker, pgqd, or `pgq tick`).
 
 Examples:
   pgq tail orders billing
   pgq tail orders billing --follow
   pgq tail orders billing --max-events 100 --json
+  pgq tail orders billing --max-events 100 --finish-batch
   pgq tail orders workers --subconsumer w1 --follow")]
     Tail(TailArgs),
     /// Run one ticker round; with QUEUE, tick that queue now.
@@ -193,11 +223,12 @@ pub(crate) enum Shell {
 pub(crate) enum QueueCmd {
     /// Create a queue, optionally with ticker settings (all applied in one transaction).
     #[command(after_help = "\
-Needs pgq_admin. Durations: 500ms, 3s, 5min, 2h.
+Needs pgq_admin. Durations: 500ms, 3s, 5min, 2h (at most 100 years).
 
 Examples:
   pgq queue create orders
   pgq queue create orders --ticker-max-count 1000 --ticker-max-lag 500ms --rotation-period 1h
+  pgq queue create orders --consumer billing --consumer audit
   pgq queue create orders --if-not-exists")]
     Create {
         /// Queue name (1 to 63 bytes).
@@ -207,15 +238,20 @@ Examples:
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
         ticker_max_count: Option<i32>,
         /// Tick at least this often while events arrive (default 3s).
-        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        #[arg(long, value_name = "DURATION", value_parser = config_duration)]
         ticker_max_lag: Option<Duration>,
         /// Tick at least this often when idle (default 1min).
-        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        #[arg(long, value_name = "DURATION", value_parser = config_duration)]
         ticker_idle_period: Option<Duration>,
         /// Rotate the event tables this often (default 2h).
-        #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = positive_config_duration)]
         rotation_period: Option<Duration>,
-        /// Succeed without changes when the queue exists already.
+        /// Register this consumer in the same transaction (repeatable), so it receives every
+        /// event produced from now on, even before it first runs.
+        #[arg(long = "consumer", value_name = "NAME", value_parser = consumer_name)]
+        consumers: Vec<ConsumerName>,
+        /// Succeed when the queue exists already: its settings are left unchanged; consumers
+        /// given with --consumer that are not registered yet are registered.
         #[arg(long)]
         if_not_exists: bool,
     },
@@ -255,7 +291,8 @@ Examples:
     #[command(after_help = "\
 Keys: ticker_max_count (N), ticker_max_lag, ticker_idle_period, rotation_period (durations),
 ticker_paused, external_ticker, disable_insert (true/false), per_tx_limit (N, or none).
-All pairs are checked first and applied in one transaction. Changing needs pgq_admin.
+Durations are at most 100 years. All pairs are checked first and applied in one transaction.
+Showing needs no pgq role; changing needs pgq_admin.
 
 Examples:
   pgq queue config orders
@@ -322,6 +359,8 @@ Examples:
     },
     /// Unregister a consumer (its unread events and retry events are dropped for it).
     #[command(after_help = "\
+A cooperative member (GROUP.MEMBER) leaves its group: a batch it holds goes back to the group
+(its events come again, through the retry queue), and the group keeps its position.
 Needs pgq_reader.
 
 Examples:
@@ -347,6 +386,103 @@ Examples:
         /// Only this queue.
         #[arg(value_parser = queue_name)]
         queue: Option<QueueName>,
+    },
+}
+
+/// `pgq dlq ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCmd {
+    /// List dead letters, newest first.
+    #[command(after_help = "\
+Dead letters are the events a consumer gave up on (after its last retry, or when its handler
+asked for it), kept in the table pgq_rs.dead_letter until they are replayed or purged; table
+rotation never touches them. Needs pgq_reader. With --json, each object has id, queue, consumer,
+ev_id, ev_time, txid, type, data, extra1..extra4, retry, reason and failed_at (NULL stays null).
+
+Examples:
+  pgq dlq list
+  pgq dlq list orders --consumer billing --limit 20
+  pgq dlq list orders --json")]
+    List {
+        /// Only this queue's.
+        #[arg(value_parser = queue_name)]
+        queue: Option<QueueName>,
+        /// Only this consumer's.
+        #[arg(long, value_name = "CONSUMER", value_parser = consumer_name)]
+        consumer: Option<ConsumerName>,
+        /// At most this many.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+    },
+    /// Show one dead letter in full.
+    #[command(after_help = "\
+Needs pgq_reader.
+
+Examples:
+  pgq dlq show 42
+  pgq dlq show 42 --json")]
+    Show {
+        /// Dead letter id (from `pgq dlq list`).
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
+    /// Put dead letters back into their queue (or another) and remove them, in one transaction.
+    #[command(after_help = "\
+Each event is inserted again with its type, data and extra1..extra4 (as a new event: every
+consumer of that queue receives it), and its dead letter is removed in the same transaction:
+nothing is duplicated, nothing lost. An id that does not exist, a queue that does not exist or
+refuses inserts fails the whole replay and changes nothing. Needs pgq_writer.
+
+Examples:
+  pgq dlq replay 42 43
+  pgq dlq replay --all --queue orders --consumer billing
+  pgq dlq replay 42 --to orders_retry")]
+    Replay {
+        /// Dead letter ids.
+        #[arg(value_name = "ID", required_unless_present = "all", conflicts_with = "all",
+              value_parser = clap::value_parser!(i64).range(1..))]
+        ids: Vec<i64>,
+        /// Every dead letter (narrowed by --queue and --consumer).
+        #[arg(long)]
+        all: bool,
+        /// Only dead letters from this queue.
+        #[arg(long, value_name = "QUEUE", value_parser = queue_name)]
+        queue: Option<QueueName>,
+        /// Only dead letters of this consumer.
+        #[arg(long, value_name = "CONSUMER", value_parser = consumer_name)]
+        consumer: Option<ConsumerName>,
+        /// Put them into this queue instead of the one they came from.
+        #[arg(long, value_name = "QUEUE", value_parser = queue_name)]
+        to: Option<QueueName>,
+    },
+    /// Delete dead letters for good.
+    #[command(after_help = "\
+Select by id, by age (--older-than), or --all; --queue narrows the selection. On a terminal
+pgq asks before deleting unless --yes is given. An id that does not exist fails the purge and
+deletes nothing. Needs pgq_admin. Durations: 30min, 12h, 7days.
+
+Examples:
+  pgq dlq purge 42 43
+  pgq dlq purge --older-than 7days --yes
+  pgq dlq purge --all --queue orders --yes")]
+    Purge {
+        /// Dead letter ids.
+        #[arg(value_name = "ID", required_unless_present_any = ["all", "older_than"],
+              conflicts_with_all = ["all", "older_than"],
+              value_parser = clap::value_parser!(i64).range(1..))]
+        ids: Vec<i64>,
+        /// Those that failed longer ago than this.
+        #[arg(long, value_name = "DURATION", value_parser = duration, conflicts_with = "all")]
+        older_than: Option<Duration>,
+        /// Every dead letter (narrowed by --queue).
+        #[arg(long)]
+        all: bool,
+        /// Only dead letters from this queue.
+        #[arg(long, value_name = "QUEUE", value_parser = queue_name)]
+        queue: Option<QueueName>,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -401,9 +537,13 @@ pub(crate) struct TailArgs {
     /// Keep waiting for new batches until interrupted.
     #[arg(long)]
     pub(crate) follow: bool,
-    /// Stop after this many events.
+    /// Stop after this many events (see --finish-batch when that is inside a batch).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_events: Option<u64>,
+    /// With --max-events: when the limit is reached inside a batch, print the rest of that batch
+    /// and finish it, instead of leaving it unfinished.
+    #[arg(long, requires = "max_events")]
+    pub(crate) finish_batch: bool,
     /// Consume as this member of the cooperative group CONSUMER.
     #[arg(long, value_name = "NAME", value_parser = consumer_name)]
     pub(crate) subconsumer: Option<ConsumerName>,
@@ -411,4 +551,9 @@ pub(crate) struct TailArgs {
     /// through the tick notification (installed by `pgq install`); polling is the fallback.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
     pub(crate) poll_interval: Duration,
+    /// Give up (exit 1) when the database keeps tail waiting this long: a half-open connection
+    /// (the network dropped without a FIN) would otherwise leave it waiting forever. Waiting for
+    /// new ticks with --follow does not count.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    pub(crate) db_timeout: Duration,
 }

@@ -85,6 +85,8 @@ fn remember_url_secrets(url: &str) {
 pub(crate) struct Target {
     options: PgConnectOptions,
     timeout: Duration,
+    /// The server-side keepalives of the session (the URL's libpq `keepalives*` parameters).
+    keepalives: pgq_core::Keepalives,
 }
 
 impl Target {
@@ -100,6 +102,15 @@ impl Target {
             (Some(u), _) => (Some(u), "--db"),
             (None, Some(u)) => (Some(u), "DATABASE_URL"),
             (None, None) => (None, "the PG* variables"),
+        };
+        let keepalives = match url {
+            Some(u) => pgq_core::Keepalives::from_connstr(u).map_err(|e| CliError::Connect {
+                message: format!(
+                    "the database URL from {from} is not valid: {}",
+                    redact(&e.to_string())
+                ),
+            })?,
+            None => pgq_core::Keepalives::default(),
         };
         let options = match url {
             Some(u) => {
@@ -128,6 +139,7 @@ impl Target {
                 .application_name("pgq-cli")
                 .disable_statement_logging(),
             timeout,
+            keepalives,
         })
     }
 
@@ -150,10 +162,24 @@ impl Target {
         )
     }
 
-    /// Connect, giving up after the connect timeout.
+    /// Connect, giving up after the connect timeout. The session gets server-side TCP
+    /// keepalives ([`pgq_core::configure_session`]; the URL's libpq `keepalives*` parameters
+    /// size them), so the server ends it when the client's network is gone.
     pub(crate) async fn connect(&self) -> Result<PgConnection, CliError> {
         let hint = "check --db, DATABASE_URL or the PG* variables, and that the server is running";
-        match tokio::time::timeout(self.timeout, PgConnection::connect_with(&self.options)).await {
+        let settings = pgq_core::SessionSettings {
+            keepalives: self.keepalives,
+            idle_session_timeout: None,
+        };
+        let session = async {
+            let mut conn = PgConnection::connect_with(&self.options).await?;
+            if let Err(e) = pgq_core::configure_session(&mut conn, &settings).await {
+                let _ = conn.close().await;
+                return Err(pgq_core::sqlx::Error::Configuration(e.into()));
+            }
+            Ok(conn)
+        };
+        match tokio::time::timeout(self.timeout, session).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(CliError::Connect {
                 message: format!(
@@ -173,9 +199,10 @@ impl Target {
     }
 }
 
-/// Close a connection politely (errors do not matter any more).
+/// Close a connection politely (errors do not matter any more), unless that takes more than a
+/// moment (a half-open connection never answers): then drop it.
 pub(crate) async fn close(conn: PgConnection) {
-    let _ = conn.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
 }
 
 #[cfg(test)]

@@ -126,8 +126,30 @@ impl<T> Names<T> for Result<T, pgq_core::Error> {
     }
 }
 
-/// Quote `s` for a POSIX shell when it needs it, so hints can be pasted.
+/// Quote `s` for a POSIX shell when it needs it, so hints can be pasted. A name with control or
+/// invisible formatting characters is written in bash's `$'...'` form with those characters
+/// escaped, so a hint never sends them to the terminal raw.
 pub(crate) fn sh(s: &str) -> String {
+    if s.chars()
+        .any(|c| c.is_control() || pgq_core::is_invisible_format(c))
+    {
+        let mut q = String::from("$'");
+        for c in s.chars() {
+            match c {
+                '\\' => q.push_str("\\\\"),
+                '\'' => q.push_str("\\'"),
+                c if (c as u32) < 0x80 && c.is_control() => {
+                    q.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c if c.is_control() || pgq_core::is_invisible_format(c) => {
+                    q.push_str(&format!("\\u{:04x}", c as u32));
+                }
+                c => q.push(c),
+            }
+        }
+        q.push('\'');
+        return q;
+    }
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.,:/@+=".contains(c))
@@ -198,5 +220,8 @@ mod tests {
         assert_eq!(sh("it's"), r"'it'\''s'");
         assert_eq!(sh(""), "''");
         assert_eq!(sh("a b"), "'a b'");
+        assert_eq!(sh("evil\x1b[2J"), r"$'evil\x1b[2J'");
+        assert_eq!(sh("it's\n\\"), r"$'it\'s\x0a\\'");
+        assert_eq!(sh("a\u{202e}b"), r"$'a\u202eb'");
     }
 }

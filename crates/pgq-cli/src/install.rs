@@ -20,6 +20,10 @@ struct CheckView {
     latest_schema_version: i64,
     schema_up_to_date: bool,
     ticker_alive: Option<bool>,
+    /// The ticker's session (`null`: none running).
+    ticker: Option<pgq_core::LockHolder>,
+    /// Which pgq_coop is installed (`null`: none).
+    coop: Option<pgq_core::CoopFlavor>,
     queues: Vec<QueueTickView>,
 }
 
@@ -38,6 +42,8 @@ pub(crate) async fn run(ctx: &Ctx, check: bool) -> Result<(), CliError> {
             latest_schema_version: r.latest_schema_version,
             schema_up_to_date: up_to_date,
             ticker_alive: r.ticker_alive,
+            ticker: r.ticker.clone(),
+            coop: r.coop.clone(),
             queues: r
                 .queues
                 .iter()
@@ -68,17 +74,26 @@ pub(crate) async fn run(ctx: &Ctx, check: bool) -> Result<(), CliError> {
             ))?;
             out::line(format!(
                 "ticker:         {}",
-                match r.ticker_alive {
-                    Some(true) => "alive",
-                    Some(false) => "NOT RUNNING: start pgq-ticker or pgqd",
-                    None => "unknown (no ticked queue to judge by)",
+                match (r.ticker_alive, &r.ticker) {
+                    (Some(true), Some(t)) => format!(
+                        "alive (pid {}, {})",
+                        t.pid,
+                        out::one_line(&t.application_name)
+                    ),
+                    (Some(true), None) => "alive".to_owned(),
+                    (Some(false), _) => "NOT RUNNING: start pgq-ticker or pgqd".to_owned(),
+                    (None, _) => "none (no queue yet)".to_owned(),
                 }
+            ))?;
+            out::line(format!(
+                "pgq_coop:       {}",
+                crate::status::coop_line(r.coop.as_ref())
             ))?;
             if !r.queues.is_empty() {
                 let mut t = out::table(["queue", "last tick", "tick age", "ticked here"]);
                 for q in &r.queues {
                     t.add_row([
-                        q.queue_name.clone(),
+                        out::one_line(&q.queue_name),
                         q.last_tick_time.map_or("-".to_owned(), out::time),
                         out::opt_dur(q.age),
                         if q.not_ticked_here {

@@ -8,6 +8,7 @@
 mod cli;
 mod conn;
 mod consumer;
+mod dlq;
 mod error;
 mod install;
 mod interrupt;
@@ -17,6 +18,7 @@ mod send;
 mod status;
 mod tail;
 mod tick;
+mod watchdog;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,6 +70,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Install { check } => install::run(&ctx, check).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Consumer(cmd) => consumer::run(&ctx, cmd).await,
+        Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
         Command::Status { watch, check } => status::run(&ctx, watch, check).await,
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
@@ -81,7 +84,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors quote the bad argument: escape it like every other output.
+        Err(e) if e.use_stderr() => {
+            let _ = write!(
+                std::io::stderr(),
+                "{}",
+                out::printable(&e.render().to_string())
+            );
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -99,7 +114,7 @@ fn main() -> ExitCode {
         Err(e) if e.kind() == ErrorKind::Io && e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) if e.kind() == ErrorKind::Warnings => ExitCode::from(3),
         Err(e) => {
-            eprintln!("error: {}", conn::redact(&e.to_string()));
+            eprintln!("error: {}", out::printable(&conn::redact(&e.to_string())));
             ExitCode::FAILURE
         }
     }

@@ -94,9 +94,19 @@ pub(crate) fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// `text` with control characters escaped, so one event stays on one line.
+/// Whether `c` must not reach a terminal raw: control characters (escape sequences start with
+/// ESC) and the invisible formatting characters names may not contain (bidirectional overrides,
+/// zero-width characters; see [`pgq_core::is_invisible_format`]).
+fn unsafe_for_terminal(c: char) -> bool {
+    c.is_control() || pgq_core::is_invisible_format(c)
+}
+
+/// `text` made safe for a terminal: control characters and invisible formatting characters
+/// escaped (`\n`, `\t`, `\u{1b}`, `\u{202e}`), so a name or an event stays on one line and
+/// cannot move the cursor, clear the screen or display reversed. Every table and line of human
+/// output that shows a name or event text from the database goes through this.
 pub(crate) fn one_line(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unsafe_for_terminal) {
         return text.to_owned();
     }
     let mut s = String::with_capacity(text.len() + 8);
@@ -105,11 +115,20 @@ pub(crate) fn one_line(text: &str) -> String {
             '\n' => s.push_str("\\n"),
             '\r' => s.push_str("\\r"),
             '\t' => s.push_str("\\t"),
-            c if c.is_control() => s.push_str(&c.escape_unicode().to_string()),
+            c if unsafe_for_terminal(c) => s.push_str(&c.escape_unicode().to_string()),
             c => s.push(c),
         }
     }
     s
+}
+
+/// `text` (an error message, which may span lines) with every control character but the line
+/// break escaped, and invisible formatting characters escaped, like [`one_line`].
+pub(crate) fn printable(text: &str) -> String {
+    text.split('\n')
+        .map(one_line)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A queue as `queue list` / `queue info` / `status` show it.
@@ -261,7 +280,7 @@ impl ConsumerView {
         let mut add = |v: &ConsumerView, name: String| {
             let mut row = Vec::new();
             if with_queue {
-                row.push(v.queue_name.clone());
+                row.push(one_line(&v.queue_name));
             }
             row.extend([
                 name,
@@ -273,13 +292,13 @@ impl ConsumerView {
             ]);
             t.add_row(row);
         };
-        add(self, self.consumer_name.clone());
+        add(self, one_line(&self.consumer_name));
         for m in &self.members {
             let short = m
                 .consumer_name
                 .split_once('.')
                 .map_or(m.consumer_name.as_str(), |(_, s)| s);
-            add(m, format!("  └ {short}"));
+            add(m, format!("  └ {}", one_line(short)));
         }
     }
 
@@ -357,5 +376,17 @@ mod tests {
     fn one_line_escapes() {
         assert_eq!(one_line("a\nb\tc"), "a\\nb\\tc");
         assert_eq!(one_line("plain"), "plain");
+        assert_eq!(one_line("ünïcode-名前"), "ünïcode-名前");
+        assert_eq!(one_line("evil\x1b[2J"), "evil\\u{1b}[2J");
+        assert_eq!(
+            one_line("a\u{202e}b\u{200b}c\u{feff}"),
+            "a\\u{202e}b\\u{200b}c\\u{feff}"
+        );
+        assert_eq!(one_line("\u{7f}\u{9b}"), "\\u{7f}\\u{9b}");
+    }
+
+    #[test]
+    fn printable_keeps_line_breaks_only() {
+        assert_eq!(printable("a\nb\x1b[Hc"), "a\nb\\u{1b}[Hc");
     }
 }

@@ -22,6 +22,105 @@ use crate::{Ctx, conn, out};
 /// Events per set-based insert statement.
 const CHUNK: usize = 1000;
 
+/// The longest line `--file` accepts, in bytes (64 MiB): a longer line is refused before it is
+/// read whole, so a file without line breaks cannot exhaust memory.
+pub(crate) const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// What [`read_line_capped`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// End of input, nothing read.
+    Eof,
+    /// A line was read into the buffer (without its line break); this many bytes of input were
+    /// consumed, line break included.
+    Line(usize),
+    /// The line is longer than the limit; reading stopped there.
+    TooLong,
+}
+
+/// Read one line into `buf` (cleared first), without its line break, reading at most `max` bytes
+/// of it: a longer line is not read further.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    let mut consumed = 0;
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(if consumed == 0 {
+                LineRead::Eof
+            } else {
+                LineRead::Line(consumed)
+            });
+        }
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if buf.len() + part.len() > max {
+            return Ok(LineRead::TooLong);
+        }
+        buf.extend_from_slice(part);
+        let used = done.unwrap_or(part.len());
+        reader.consume(used);
+        consumed += used;
+        if done.is_some() {
+            return Ok(LineRead::Line(consumed));
+        }
+    }
+}
+
+/// What is wrong with a line that does not start like a JSON object (`None` when it does).
+fn not_an_object(text: &str) -> Option<String> {
+    if text.starts_with('{') {
+        return None;
+    }
+    if text.starts_with('\u{feff}') {
+        return Some(
+            "the line starts with a UTF-8 byte order mark (BOM), which JSON lines must not have: \
+             save the file as UTF-8 without BOM (or strip it: `sed -i '1s/^\\xEF\\xBB\\xBF//' \
+             FILE`)"
+                .to_owned(),
+        );
+    }
+    // Only bad lines get here, so parsing twice costs nothing on the good path.
+    let what = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(_)) => "a JSON array",
+        Ok(serde_json::Value::String(_)) => "a JSON string",
+        Ok(serde_json::Value::Number(_)) => "a JSON number",
+        Ok(serde_json::Value::Bool(_)) => "a JSON boolean",
+        Ok(serde_json::Value::Null) => "JSON null",
+        Ok(serde_json::Value::Object(_)) => return None,
+        Err(e) => return Some(json_error(&e)),
+    };
+    Some(format!(
+        "this line is {what}, but each line must be one JSON object like \
+         {{\"type\": \"...\", \"data\": ...}}{}",
+        if what == "a JSON array" {
+            " (one event per line: `jq -c '.[]' FILE` turns an array into lines)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// A JSON parse error without serde's "at line 1" (the caller names the line).
+fn json_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m)
+        .to_owned();
+    format!("{msg} (column {})", e.column())
+}
+
 /// One line of `--file`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,14 +151,10 @@ struct Line {
 
 /// Parse one non-blank line into an event, or say what is wrong with it.
 fn parse_line(text: &str) -> Result<NewEvent, String> {
-    let line: Line = serde_json::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg
-            .rsplit_once(" at line ")
-            .map_or(msg.as_str(), |(m, _)| m)
-            .to_owned();
-        format!("{msg} (column {})", e.column())
-    })?;
+    if let Some(wrong) = not_an_object(text) {
+        return Err(wrong);
+    }
+    let line: Line = serde_json::from_str(text).map_err(|e| json_error(&e))?;
     let _ = (line.batch_id, line.ev_id, line.time, line.txid, line.retry);
     let ev_data = match line.data {
         serde_json::Value::String(s) => s,
@@ -97,7 +192,7 @@ fn parse_line(text: &str) -> Result<NewEvent, String> {
 /// Reads events from JSON lines, counting lines and remembering the first bad one.
 struct Lines<R> {
     reader: R,
-    buf: String,
+    buf: Vec<u8>,
     line_no: u64,
     failed: Rc<RefCell<Option<CliError>>>,
     source: String,
@@ -112,10 +207,18 @@ impl<R: BufRead> Iterator for Lines<R> {
             return None;
         }
         loop {
-            self.buf.clear();
-            let n = match self.reader.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(n) => n,
+            let read = read_line_capped(&mut self.reader, &mut self.buf, MAX_LINE_BYTES);
+            let n = match read {
+                Ok(LineRead::Eof) => return None,
+                Ok(LineRead::Line(n)) => n,
+                Ok(LineRead::TooLong) => {
+                    self.line_no += 1;
+                    return Some(Err(self.fail(format!(
+                        "the line is longer than {} MiB, the limit for one line (one event); \
+                         reading stopped there",
+                        MAX_LINE_BYTES >> 20
+                    ))));
+                }
                 Err(e) => {
                     let err = CliError::io(
                         format!("reading {} (line {})", self.source, self.line_no + 1),
@@ -128,19 +231,25 @@ impl<R: BufRead> Iterator for Lines<R> {
             };
             self.line_no += 1;
             self.progress.inc(n as u64);
-            let text = self.buf.trim();
-            if text.is_empty() {
-                continue;
-            }
-            return Some(parse_line(text).map_err(|e| {
-                let msg = format!(
-                    "{}:{}: {e}: nothing was sent (fix the line and send again)",
-                    self.source, self.line_no
-                );
-                *self.failed.borrow_mut() = Some(CliError::Input(msg.clone()));
-                msg
-            }));
+            let parsed = match std::str::from_utf8(&self.buf) {
+                Err(_) => Err("the line is not valid UTF-8: save the file as UTF-8".to_owned()),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => parse_line(text.trim()),
+            };
+            return Some(parsed.map_err(|e| self.fail(e)));
         }
+    }
+}
+
+impl<R> Lines<R> {
+    /// Record that the current line is bad (`why`), so nothing is sent; the message.
+    fn fail(&self, why: String) -> String {
+        let msg = format!(
+            "{}:{}: {why}: nothing was sent (fix the line and send again)",
+            self.source, self.line_no
+        );
+        *self.failed.borrow_mut() = Some(CliError::Input(msg.clone()));
+        msg
     }
 }
 
@@ -192,7 +301,7 @@ async fn send_file(
     let progress = progress_bar(len);
     let mut lines = Lines {
         reader: BufReader::with_capacity(256 * 1024, reader),
-        buf: String::new(),
+        buf: Vec::new(),
         line_no: 0,
         failed: Rc::clone(&failed),
         source,
@@ -294,7 +403,7 @@ pub(crate) async fn run(ctx: &Ctx, args: SendArgs) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_line;
+    use super::{LineRead, parse_line, read_line_capped};
 
     #[test]
     fn lines() {
@@ -307,5 +416,49 @@ mod tests {
         assert!(parse_line("not json").is_err());
         let replay = r#"{"batch_id":1,"ev_id":2,"time":"x","txid":3,"retry":null,"type":"t","data":"d","extra1":null}"#;
         assert!(parse_line(replay).is_ok());
+    }
+
+    #[test]
+    fn lines_that_are_not_objects_say_so() {
+        let e = parse_line(r#"[{"type":"t","data":"d"}]"#).unwrap_err();
+        assert!(e.contains("JSON array") && e.contains("jq -c"), "{e}");
+        // Positional form would otherwise deserialize as the struct.
+        let e = parse_line(r#"["t","d"]"#).unwrap_err();
+        assert!(e.contains("JSON array"), "{e}");
+        let e = parse_line("\u{feff}{\"type\":\"t\",\"data\":\"d\"}").unwrap_err();
+        assert!(e.contains("byte order mark"), "{e}");
+        assert!(parse_line("42").unwrap_err().contains("JSON number"));
+        assert!(parse_line("\"s\"").unwrap_err().contains("JSON string"));
+        assert!(parse_line("not json").unwrap_err().contains("expected"));
+    }
+
+    #[test]
+    fn capped_lines() {
+        let mut r = std::io::BufReader::with_capacity(4, &b"abc\nabcdefgh\nxy"[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 5).unwrap(),
+            LineRead::Line(4)
+        );
+        assert_eq!(buf, b"abc");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 5).unwrap(),
+            LineRead::TooLong
+        );
+        let mut r = std::io::BufReader::with_capacity(4, &b"abcde\nxy"[..]);
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 5).unwrap(),
+            LineRead::Line(6)
+        );
+        assert_eq!(buf, b"abcde");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 5).unwrap(),
+            LineRead::Line(2)
+        );
+        assert_eq!(buf, b"xy");
+        assert_eq!(
+            read_line_capped(&mut r, &mut buf, 5).unwrap(),
+            LineRead::Eof
+        );
     }
 }

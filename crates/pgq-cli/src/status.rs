@@ -15,8 +15,8 @@ use crate::{Ctx, conn};
 /// Something a person must see.
 #[derive(Debug, Clone, Serialize)]
 struct Warning {
-    /// `no_ticker`, `no_ticks`, `queue_paused`, `rotation_held_back`, `schema_outdated`,
-    /// `pgq_not_installed`.
+    /// `no_ticker`, `no_ticks`, `tick_overdue`, `queue_paused`, `rotation_held_back`,
+    /// `schema_outdated`, `pgq_not_installed`, `dead_letters`.
     kind: &'static str,
     queue_name: Option<String>,
     consumer_name: Option<String>,
@@ -28,10 +28,17 @@ struct Status {
     pgq_version: Option<String>,
     schema_version: Option<i64>,
     ticker_alive: Option<bool>,
+    /// Which pgq_coop is installed (`null`: none).
+    coop: Option<pgq_core::CoopFlavor>,
     queues: Vec<QueueView>,
     consumers: Vec<ConsumerView>,
+    /// Dead letters per queue and consumer (`pgq dlq list`).
+    dead_letters: Vec<pgq_core::DeadLetterCount>,
     warnings: Vec<Warning>,
 }
+
+/// Dead letters newer than this are "new": `status` warns about them (and `--check` fails).
+const NEW_DEAD_LETTERS: Duration = Duration::from_secs(24 * 3600);
 
 fn warn(kind: &'static str, q: Option<&str>, c: Option<&str>, message: String) -> Warning {
     Warning {
@@ -56,8 +63,10 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
             pgq_version: None,
             schema_version: check.schema_version,
             ticker_alive: None,
+            coop: check.coop,
             queues: Vec::new(),
             consumers: Vec::new(),
+            dead_letters: Vec::new(),
             warnings,
         });
     }
@@ -87,12 +96,18 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
             None,
             None,
             format!(
-                "no ticker is running (newest tick: {}): start pgq-ticker or pgqd, or tick by \
-                 hand with `pgq tick`",
+                "no ticker is running (no session holds pgq-ticker's lock and no pgqd is \
+                 connected; newest tick: {}): start pgq-ticker or pgqd, or tick by hand with \
+                 `pgq tick`",
                 newest.map_or("none".to_owned(), |a| format!("{} ago", out::dur(a)))
             ),
         ));
     }
+    let ages: std::collections::HashMap<&str, &pgq_core::QueueTickAge> = check
+        .queues
+        .iter()
+        .map(|q| (q.queue_name.as_str(), q))
+        .collect();
     let views = QueueView::all(&queues, &consumers);
     for v in &views {
         let q = v.queue_name.as_str();
@@ -104,6 +119,24 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
                 format!(
                     "queue {q:?} is paused: consumers get no new batches until `pgq queue resume {}`",
                     sh(q)
+                ),
+            ));
+        } else if let Some(age) = ages
+            .get(q)
+            .and_then(|a| a.age)
+            .filter(|age| v.ev_new > 0 && !v.external_ticker && tick_overdue(v, *age))
+        {
+            warnings.push(warn(
+                "tick_overdue",
+                Some(q),
+                None,
+                format!(
+                    "queue {q:?} has {} new event(s) but its newest tick is {} old (ticker_max_lag \
+                     {}): consumers do not see them until a tick; is the ticker running and \
+                     keeping up?",
+                    v.ev_new,
+                    out::dur(age),
+                    out::dur(Duration::from_secs_f64(v.ticker_max_lag_secs))
                 ),
             ));
         } else if v.last_tick_id.is_none() && !v.external_ticker {
@@ -137,14 +170,71 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
             ),
         ));
     }
+    let dead_letters = dead_letter_counts(db, &mut warnings).await?;
     Ok(Status {
         pgq_version: check.pgq_version,
         schema_version: check.schema_version,
         ticker_alive: check.ticker_alive,
+        coop: check.coop,
         queues: views,
         consumers: ConsumerView::group(&consumers, &retries),
+        dead_letters,
         warnings,
     })
+}
+
+/// Dead letters per queue and consumer, with a warning for each that has new ones (failed within
+/// the last [`NEW_DEAD_LETTERS`]). A role that may not read them (they need pgq_reader) gets none.
+async fn dead_letter_counts(
+    db: &mut PgConnection,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<pgq_core::DeadLetterCount>, CliError> {
+    let counts = match pgq_core::dead_letter_counts(&mut *db).await {
+        Ok(c) => c.into_iter().filter(|d| d.count > 0).collect::<Vec<_>>(),
+        Err(e) if e.kind() == pgq_core::ErrorKind::PermissionDenied => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let since = chrono::Utc::now()
+        - chrono::TimeDelta::from_std(NEW_DEAD_LETTERS).unwrap_or(chrono::TimeDelta::MAX);
+    for d in counts
+        .iter()
+        .filter(|d| d.newest.is_some_and(|t| t > since))
+    {
+        warnings.push(warn(
+            "dead_letters",
+            Some(&d.queue),
+            Some(&d.consumer),
+            format!(
+                "consumer {:?} of queue {:?} has {} dead letter(s), the newest from {}: inspect \
+                 them with `pgq dlq list {} --consumer {}`, then replay or purge them",
+                d.consumer,
+                d.queue,
+                d.count,
+                out::opt(d.newest.map(out::time)),
+                sh(&d.queue),
+                sh(&d.consumer)
+            ),
+        ));
+    }
+    Ok(counts)
+}
+
+/// Whether a queue with new events waited for its tick clearly longer than its `ticker_max_lag`
+/// asks (10 s of slack: a ticker round, pgqd's 1 s period, a busy server).
+fn tick_overdue(v: &QueueView, age: Duration) -> bool {
+    age.as_secs_f64() > v.ticker_max_lag_secs + 10.0
+}
+
+/// Which pgq_coop is installed, for people: whether pgq-consumer's cooperative members can use it.
+pub(crate) fn coop_line(coop: Option<&pgq_core::CoopFlavor>) -> String {
+    match coop {
+        None => "not installed (run `pgq install`)".to_owned(),
+        Some(f) if f.is_ours() => format!("{f}"),
+        Some(f) => format!(
+            "{f}: pgq-consumer's cooperative members refuse to run against it (python3-pgq's \
+             CoopConsumer can use it)"
+        ),
+    }
 }
 
 fn print(ctx: &Ctx, s: &Status) -> Result<(), CliError> {
@@ -161,6 +251,7 @@ fn print(ctx: &Ctx, s: &Status) -> Result<(), CliError> {
             None => "unknown",
         }
     ))?;
+    out::line(format!("pgq_coop: {}", coop_line(s.coop.as_ref())))?;
     if s.queues.is_empty() {
         out::line("no queues: create one with `pgq queue create NAME`")?;
     } else {
@@ -171,6 +262,19 @@ fn print(ctx: &Ctx, s: &Status) -> Result<(), CliError> {
         let mut t = out::table(ConsumerView::headers(true));
         for c in &s.consumers {
             c.add_rows(&mut t, true);
+        }
+        out::print_table(&t)?;
+    }
+    if !s.dead_letters.is_empty() {
+        out::line("")?;
+        let mut t = out::table(vec!["queue", "consumer", "dead letters", "newest"]);
+        for d in &s.dead_letters {
+            t.add_row(vec![
+                out::one_line(&d.queue),
+                out::one_line(&d.consumer),
+                d.count.to_string(),
+                out::opt(d.newest.map(out::time)),
+            ]);
         }
         out::print_table(&t)?;
     }

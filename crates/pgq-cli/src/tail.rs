@@ -13,6 +13,7 @@ use crate::cli::TailArgs;
 use crate::consumer::{not_registered, require_queue};
 use crate::error::{CliError, Names};
 use crate::interrupt::Interrupt;
+use crate::watchdog::{TimedOut, Watchdog};
 use crate::{Ctx, conn, out};
 
 /// One event as `tail --json` prints it (and `send --file` reads it back).
@@ -174,20 +175,39 @@ fn interrupted(waiter: &Option<Waiter>) -> bool {
 /// Run `pgq tail`.
 pub(crate) async fn run(ctx: &Ctx, args: TailArgs) -> Result<(), CliError> {
     let mut db = ctx.connect().await?;
-    let result = tail(ctx, &mut db, args).await;
-    conn::close(db).await;
-    result
+    // Every wait for the database is bounded (--db-timeout).
+    let watchdog = Watchdog::new(args.db_timeout);
+    match watchdog.guard(tail(ctx, &mut db, args, &watchdog)).await {
+        Ok(()) => {
+            conn::close(db).await;
+            Ok(())
+        }
+        Err(TimedOut::No(e)) => {
+            conn::close(db).await;
+            Err(e)
+        }
+        // Dead: drop it (closing the socket) without a goodbye that could wait too.
+        Err(TimedOut::Yes(e)) => Err(e),
+    }
 }
 
-async fn tail(ctx: &Ctx, db: &mut PgConnection, args: TailArgs) -> Result<(), CliError> {
+async fn tail(
+    ctx: &Ctx,
+    db: &mut PgConnection,
+    args: TailArgs,
+    watchdog: &Watchdog,
+) -> Result<(), CliError> {
     let queue = args.queue;
     require_queue(db, &queue).await?;
     let who = match args.subconsumer {
         Some(member) => {
-            if pgq_core::coop_version(&mut *db).await?.is_none() {
-                return Err(CliError::Refused(
-                    "cooperative consumers need the pgq_coop schema: run `pgq install`".to_owned(),
-                ));
+            let coop = pgq_core::coop_flavor(&mut *db).await?;
+            if !coop.as_ref().is_some_and(pgq_core::CoopFlavor::is_ours) {
+                return Err(CliError::Refused(format!(
+                    "cooperative consumers need the pgq_coop schema that `pgq install` creates; \
+                     pgq_coop: {}",
+                    crate::status::coop_line(coop.as_ref())
+                )));
             }
             pgq_core::coop_register_member(&mut *db, &queue, &args.consumer, &member)
                 .await
@@ -218,7 +238,7 @@ async fn tail(ctx: &Ctx, db: &mut PgConnection, args: TailArgs) -> Result<(), Cl
     loop {
         let Some(batch) = who.next_batch(db, &queue).await? else {
             let go_on = match waiter.as_mut() {
-                Some(w) => w.wait(&queue).await,
+                Some(w) => watchdog.idle(w.wait(&queue)).await,
                 None => false,
             };
             if go_on {
@@ -228,29 +248,57 @@ async fn tail(ctx: &Ctx, db: &mut PgConnection, args: TailArgs) -> Result<(), Cl
         };
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
         let mut complete = true;
+        // Events of this batch printed, and (when --max-events stops inside it) not printed.
+        let mut in_batch: u64 = 0;
+        let mut left: u64 = 0;
         {
             let mut events =
                 pgq_core::stream_batch_events(&mut *db, batch, &Default::default()).await?;
             while let Some(ev) = events.try_next().await? {
-                if printed == limit || interrupted(&waiter) {
+                if interrupted(&waiter) {
                     complete = false;
                     break;
                 }
+                if printed >= limit && !args.finish_batch {
+                    // Count what is left (bounded memory: the rows stream by), to say how to
+                    // move on.
+                    complete = false;
+                    left = 1;
+                    while events.try_next().await?.is_some() {
+                        watchdog.progress();
+                        left += 1;
+                    }
+                    break;
+                }
                 write_event(&mut stdout, ctx.json, batch, &ev).map_err(io)?;
+                watchdog.progress();
                 printed += 1;
+                in_batch += 1;
             }
         }
         stdout.flush().map_err(io)?;
         drop(stdout);
         if !complete {
-            eprintln!(
-                "stopped after {printed} events in the middle of batch {batch}: the batch was not \
-                 finished, so all of its events will be delivered again"
-            );
+            if left > 0 {
+                eprintln!(
+                    "stopped by --max-events {limit} inside batch {batch}: printed {in_batch} of \
+                     its {} events, {left} not printed. The batch stays unfinished (nothing is \
+                     lost), so the next `pgq tail` starts it again from its first event. To move \
+                     on, run again with --finish-batch (prints to the end of the batch, then \
+                     finishes it) or with --max-events {} or more.",
+                    in_batch + left,
+                    in_batch + left
+                );
+            } else {
+                eprintln!(
+                    "interrupted after {in_batch} events of batch {batch}: the batch was not \
+                     finished, so all of its events will be delivered again"
+                );
+            }
             return Ok(());
         }
         who.finish(db, batch).await?;
-        if printed == limit || interrupted(&waiter) {
+        if printed >= limit || interrupted(&waiter) {
             return Ok(());
         }
     }

@@ -321,6 +321,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         };
         self.read += rows.len() as u64;
         self.metrics.events.increment(rows.len() as u64);
+        self.inner.progressed(rows.len() as u64);
         Ok(rows)
     }
 
@@ -333,6 +334,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         if ev.is_some() {
             self.read += 1;
             self.metrics.events.increment(1);
+            self.inner.progressed(1);
         }
         Ok(ev)
     }

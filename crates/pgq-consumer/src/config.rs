@@ -106,8 +106,11 @@ pub struct RetryPolicy {
     /// How many times an event is retried; an event whose handler fails again after this many
     /// retries goes to the dead-letter destination.
     pub max_retries: u32,
-    /// Delay before a retried event comes back, by its retry count. pgq returns it at the first
-    /// tick after the ticker's retry step once the delay has passed.
+    /// Delay before a retried event comes back, by its retry count. The event waits in pgq's
+    /// retry queue until the delay has passed; then the ticker's retry mover puts it back into
+    /// the queue and the next tick delivers it. `pgq-ticker` runs its mover when the earliest
+    /// retry is due (within a tick round, 1 s by default), so delays of a second or more are
+    /// kept closely; pgqd moves retries only every `retry_period` (30 s by default).
     pub backoff: Backoff,
 }
 
@@ -343,7 +346,7 @@ impl<S: BatchSource> ConsumerBuilder<S> {
     }
 
     /// Whether the run loop LISTENs for tick notifications (default `true`). The listener holds
-    /// one connection of the pool while the loop runs.
+    /// a connection of its own (the pool's options, outside the pool) while the loop runs.
     pub fn wakeups(mut self, on: bool) -> Self {
         self.wakeups = on;
         self

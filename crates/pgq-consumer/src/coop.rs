@@ -12,6 +12,9 @@
 //! - **Takeover**: with a [`dead_interval`](ConsumerBuilder::dead_interval), an idle member takes
 //!   over the batch of a member silent for longer than that (a crashed process), under a fresh
 //!   batch id: the dead member's id stops working, so its late finish is refused.
+//! - **Progress**: with [`stall_heartbeats`](ConsumerBuilder::stall_heartbeats), a member whose
+//!   handler has made no progress for that many heartbeats stops touching, so a hung handler's
+//!   batch is taken over like a crashed member's.
 //! - **Leaving**: on a clean shutdown the member unregisters; a batch it still holds (after
 //!   [`Shutdown::Abandon`](crate::Shutdown::Abandon)) goes back to the group, never lost.
 //!
@@ -46,6 +49,7 @@ pub struct CoopMember {
     full: ConsumerName,
     dead_interval: Option<Duration>,
     heartbeat: Option<Duration>,
+    stall_heartbeats: Option<u32>,
     unregister_on_shutdown: bool,
 }
 
@@ -85,6 +89,7 @@ impl CoopMember {
             full,
             dead_interval: None,
             heartbeat: None,
+            stall_heartbeats: None,
             unregister_on_shutdown: true,
         }
     }
@@ -144,8 +149,15 @@ impl BatchSource for CoopMember {
     /// Registers the member; the group too when it is new, where `registration` says. With
     /// [`Registration::Existing`] the group must be registered already (the member still
     /// registers itself: members come and go).
+    ///
+    /// First checks that the database's `pgq_coop` is ours ([`pgq_core::CoopFlavor::PgqRs`]):
+    /// anything else is refused with [`Error::CoopUnsupported`].
     async fn register(&self, pool: &PgPool, registration: &Registration) -> Result<bool> {
         let (q, g) = (&self.queue, &self.group);
+        let flavor = pgq_core::coop_flavor(&mut *pool.acquire().await?).await?;
+        if !flavor.as_ref().is_some_and(pgq_core::CoopFlavor::is_ours) {
+            return Err(Error::CoopUnsupported { found: flavor });
+        }
         if pgq_core::get_consumer_info(pool, q, &self.full)
             .await?
             .is_some()
@@ -184,6 +196,10 @@ impl BatchSource for CoopMember {
                 .or(self.dead_interval.map(|d| d / 3))
                 .unwrap_or(DEFAULT_HEARTBEAT),
         )
+    }
+
+    fn stall_heartbeats(&self) -> Option<u32> {
+        self.stall_heartbeats
     }
 
     async fn touch(&self, conn: &mut PgConnection) -> pgq_core::Result<()> {
@@ -298,6 +314,24 @@ impl ConsumerBuilder<CoopMember> {
         self
     }
 
+    /// Let the heartbeat show progress, not just life: when the handler has made no progress
+    /// (no event of the batch read or handled) for `heartbeats` heartbeats in a row, the run
+    /// loop stops touching the member, so a hung handler's batch is taken over by another member
+    /// once it has been silent for the group's [`dead_interval`](Self::dead_interval) (the
+    /// takeover is done by the other members: their `dead_interval` counts). Touching resumes if
+    /// the handler moves again before that; after a takeover its late finish is refused and its
+    /// work rolled back (at-least-once: the new owner handles the batch from its start).
+    ///
+    /// The time a handler may spend on one event (or, with
+    /// [`run_batches`](crate::Consumer::run_batches), between two reads of the batch) is then
+    /// about `heartbeats` × [`heartbeat_interval`](Self::heartbeat_interval) plus the dead
+    /// interval. Default: `None`, touch for as long as the batch is held (a hung handler holds its
+    /// batch until its process stops). Must be at least 1.
+    pub fn stall_heartbeats(mut self, heartbeats: u32) -> Self {
+        self.source_mut().stall_heartbeats = Some(heartbeats);
+        self
+    }
+
     /// Whether the run loop unregisters the member when it stops on shutdown (default `true`).
     /// With `false` the member stays registered, idle, and resumes its batch (if it abandoned
     /// one) when it comes back under the same name.
@@ -310,6 +344,9 @@ impl ConsumerBuilder<CoopMember> {
     pub fn build(mut self) -> Result<CoopConsumer> {
         let source = self.source_mut();
         source.check()?;
+        if source.stall_heartbeats == Some(0) {
+            return Err(Error::Config("stall_heartbeats must be at least 1".into()));
+        }
         if source.dead_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::Config("dead_interval must not be zero".into()));
         }

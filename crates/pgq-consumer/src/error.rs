@@ -22,6 +22,10 @@ pub enum ErrorKind {
     DeadLetter,
     /// The consumer's configuration is not valid.
     Config,
+    /// The database's `pgq_coop` is missing or not the one cooperative members need.
+    CoopUnsupported,
+    /// The database did not answer within the consumer's `database_timeout`.
+    Unresponsive,
 }
 
 /// The error of every `pgq-consumer` operation.
@@ -72,6 +76,39 @@ pub enum Error {
     /// The configuration is not valid.
     #[error("invalid consumer configuration: {0}")]
     Config(String),
+    /// A cooperative member refuses to start: the database has no `pgq_coop` schema, or one that
+    /// is not pgq_rs's own (the SkyTools extension, or SQL loaded by hand), whose semantics the
+    /// member does not rely on (a takeover's fresh batch id, `touch` as a heartbeat, a batch
+    /// returned to the group when a member leaves).
+    #[error(
+        "cooperative consumers need the pgq_coop schema that pgq_rs installs, but this database \
+         has {}: {}",
+        found.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string),
+        if found.is_some() {
+            "drop that pgq_coop (DROP EXTENSION pgq_coop, or DROP SCHEMA pgq_coop CASCADE when no \
+             other client uses it) and run `pgq install`, or consume it with the client it was \
+             made for"
+        } else {
+            "run `pgq install` (pgq_core::install)"
+        }
+    )]
+    CoopUnsupported {
+        /// What the database has (`None`: no `pgq_coop` schema).
+        found: Option<pgq_core::CoopFlavor>,
+    },
+    /// The database did not answer within the consumer's `database_timeout` (a half-open
+    /// connection: the network dropped without a FIN, or the server is stuck). The connection
+    /// was dropped; the run loop reconnects with backoff and the batch comes again.
+    #[error(
+        "{what}: the database did not answer within {}s (database_timeout); the connection was          dropped as dead",
+        after.as_secs_f64()
+    )]
+    Unresponsive {
+        /// What was waiting.
+        what: &'static str,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -83,11 +120,14 @@ impl Error {
             Error::ForeignBatch { .. } => ErrorKind::ForeignBatch,
             Error::DeadLetter { .. } => ErrorKind::DeadLetter,
             Error::Config(_) => ErrorKind::Config,
+            Error::CoopUnsupported { .. } => ErrorKind::CoopUnsupported,
+            Error::Unresponsive { .. } => ErrorKind::Unresponsive,
         }
     }
 
     /// True when the run loop should give up instead of retrying: the consumer or its queue is
-    /// missing, a privilege or the pgq extension is missing, or the configuration is wrong.
+    /// missing, a privilege or the pgq extension is missing, the configuration is wrong, or a
+    /// cooperative member finds a `pgq_coop` that is not ours.
     /// Everything else (connection loss, server restarts, a failing dead-letter callback) is
     /// retried with backoff.
     pub fn is_fatal(&self) -> bool {
@@ -102,7 +142,7 @@ impl Error {
                     | K::UnsupportedVersion
                     | K::InvalidName
             ),
-            Error::Config(_) => true,
+            Error::Config(_) | Error::CoopUnsupported { .. } => true,
             _ => false,
         }
     }

@@ -1,6 +1,11 @@
 //! The heartbeat of the run loop: while a batch is in flight, a background task calls the
 //! source's [`touch`](BatchSource::touch) on a connection of its own (never the batch's, whose
 //! transaction is busy), so a slow handler is not taken for dead.
+//!
+//! With [`stall_heartbeats`](BatchSource::stall_heartbeats), the heartbeat shows progress, not
+//! just life: when no event was read or handled (the consumer's progress counter did not move)
+//! for that many heartbeats in a row, it stops touching until the counter moves again, so a hung
+//! handler's batch can be taken over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,9 +53,17 @@ impl Heartbeat {
         Holding(&self.holding)
     }
 
-    pub(crate) async fn stop(self) {
+    pub(crate) async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Dropped without [`Heartbeat::stop`] (the run loop's future was dropped): the task stops on
+/// its own and closes its connection.
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -67,6 +80,9 @@ async fn beat<S: BatchSource>(
             r = holding.wait_for(|h| *h) => if r.is_err() { return },
         }
         // A batch is in flight: touch every interval until it is done.
+        let stall_limit = inner.source.stall_heartbeats();
+        let mut last_progress = inner.progress();
+        let mut stalled = 0u32;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -78,6 +94,25 @@ async fn beat<S: BatchSource>(
                 }
                 _ = tokio::time::sleep(interval) => {}
             }
+            let progress = inner.progress();
+            if progress != last_progress {
+                last_progress = progress;
+                stalled = 0;
+            } else {
+                stalled = stalled.saturating_add(1);
+            }
+            if let Some(limit) = stall_limit
+                && stalled >= limit
+            {
+                if stalled == limit {
+                    let (queue, consumer) = (inner.source.queue(), inner.source.consumer());
+                    tracing::warn!(queue = %queue, consumer = %consumer, heartbeats = stalled,
+                        "the handler has made no progress for {stalled} heartbeats: no longer \
+                         touching, so the batch can be taken over after the group's dead interval");
+                    crate::metrics::error(queue.as_str(), consumer.as_str());
+                }
+                continue;
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = touch(&inner, &mut conn) => {}
@@ -88,8 +123,18 @@ async fn beat<S: BatchSource>(
 
 async fn touch<S: BatchSource>(inner: &Inner<S>, conn: &mut Option<PgConnection>) {
     let (queue, consumer) = (inner.source.queue(), inner.source.consumer());
+    // Each wait for the database is bounded: a half-open connection is dropped, not waited on.
+    let timeout = inner.config.database_timeout;
     if conn.is_none() {
-        match inner.pool.connect_options().connect().await {
+        let options = inner.pool.connect_options();
+        let connected = match tokio::time::timeout(timeout, options.connect()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {}s (database_timeout)",
+                timeout.as_secs_f64()
+            )),
+        };
+        match connected {
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 tracing::warn!(queue = %queue, consumer = %consumer, error = %e,
@@ -100,7 +145,14 @@ async fn touch<S: BatchSource>(inner: &Inner<S>, conn: &mut Option<PgConnection>
         }
     }
     let Some(c) = conn.as_mut() else { return };
-    if let Err(e) = inner.source.touch(c).await {
+    let touched = match tokio::time::timeout(timeout, inner.source.touch(c)).await {
+        Ok(r) => r.map_err(crate::Error::from),
+        Err(_) => Err(crate::Error::Unresponsive {
+            what: "heartbeat",
+            after: timeout,
+        }),
+    };
+    if let Err(e) = touched {
         tracing::warn!(queue = %queue, consumer = %consumer, error = %e,
             "heartbeat failed; will try again on a fresh connection");
         crate::metrics::error(queue.as_str(), consumer.as_str());

@@ -1,7 +1,7 @@
 //! # pgq-consumer
 //!
 //! The consumer runtime of PgQ for Rust, on top of [`pgq_core`]: batches read with bounded
-//! memory, async handlers, retries with backoff and a dead-letter queue, exactly-once delivery,
+//! memory, async handlers, retries with backoff and durable dead letters, exactly-once delivery,
 //! and wakeups within milliseconds of a new tick.
 //!
 //! ```no_run
@@ -13,7 +13,7 @@
 //! let pool = pgq_core::sqlx::PgPool::connect("postgres://localhost/app").await?;
 //! let consumer = Consumer::builder(pool, QueueName::new("orders")?, ConsumerName::new("billing")?)
 //!     .event_types(["order.created"])      // typed filter, bound as a parameter
-//!     .max_retries(5)                       // then the event goes to the queue orders_dlq
+//!     .max_retries(5)                       // then it is a dead letter (pgq_rs.dead_letter)
 //!     .build()?;
 //!
 //! let shutdown = CancellationToken::new();
@@ -54,9 +54,14 @@
 //! events, where pgq's `event_retry` would read it once per event.
 //!
 //! ## Connections
-//! The run loop uses one pooled connection for batches and, with wakeups on, one more held by the
-//! tick listener: give the pool at least two. A cooperative member's heartbeat opens one more
-//! connection of its own (with the pool's options) the first time it holds a batch.
+//! The run loop uses one pooled connection for batches. With wakeups on, the tick listener opens
+//! a connection of its own (with the pool's options, outside the pool); a cooperative member's
+//! heartbeat does too, the first time it holds a batch. Every wait for the database is bounded
+//! by [`database_timeout`](ConsumerBuilder::database_timeout), so a half-open connection (the
+//! network dropped without a FIN) is dropped rather than waited on; for server-side keepalives
+//! on the pool's sessions, call [`pgq_core::configure_session`] in the pool's `after_connect`.
+//! Dropping the future of [`Consumer::run`] instead of cancelling its token stops the listener
+//! and the heartbeat (their sessions end) and returns the loop's connection to the pool.
 //!
 //! ## Observability
 //! Each batch runs in a `pgq_batch` tracing span (queue, consumer, batch id, ticks). Metrics go
@@ -68,6 +73,7 @@ mod batch;
 mod config;
 mod coop;
 mod dead_letter;
+mod deadline;
 mod error;
 mod handler;
 mod heartbeat;
@@ -88,9 +94,7 @@ pub use config::{
 };
 use config::{Config, DeadLetterTarget};
 pub use coop::{CoopConsumer, CoopMember};
-pub use dead_letter::{
-    DEAD_LETTER_SUFFIX, DeadLetterEvent, DeadLetterMeta, dead_letter_queue_name,
-};
+pub use dead_letter::{DeadLetterEvent, DeadLetterMeta};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handler::{
     BatchHandler, EventContext, FailureAction, Handler, HandlerError, HandlerFn, handler_fn,
@@ -104,6 +108,21 @@ pub(crate) struct Inner<S> {
     pool: PgPool,
     source: S,
     config: Config,
+    /// Events read or handled so far: the heartbeat's measure of progress.
+    progress: std::sync::atomic::AtomicU64,
+}
+
+impl<S> Inner<S> {
+    /// Count `n` events read or handled (see [`ConsumerBuilder::stall_heartbeats`]).
+    pub(crate) fn progressed(&self, n: u64) {
+        self.progress
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Events read or handled so far.
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A consumer: one consumer identity on one queue, with its configuration. Cheap to clone.
@@ -209,34 +228,39 @@ impl<S: BatchSource> Consumer<S> {
         Batch::open(conn, info, self.inner.clone()).await
     }
 
-    /// Make sure the dead-letter queue exists, creating it when configured to (`pgq_admin`).
-    pub async fn ensure_dead_letter_queue(&self) -> Result<()> {
+    /// Check the dead-letter destination before the run loop starts: a dead-letter queue
+    /// ([`DeadLetter::Queue`]) must exist and have a consumer registered, since pgq truncates
+    /// the events of a queue nobody reads when it rotates its tables. Nothing to check for the
+    /// dead-letter table, a callback or discard.
+    pub async fn check_dead_letter_destination(&self) -> Result<()> {
         let DeadLetterTarget::Queue(dlq) = &self.inner.config.dead_letter else {
             return Ok(());
         };
         let pool = &self.inner.pool;
-        if pgq_core::queue_exists(pool, dlq).await? {
-            return Ok(());
-        }
-        if !self.inner.config.create_dead_letter_queue {
+        if !pgq_core::queue_exists(pool, dlq).await? {
             return Err(Error::Config(format!(
-                "the dead-letter queue {dlq} does not exist: create it (pgq_core::create_queue), \
-                 or let the consumer create it (create_dead_letter_queue(true), needs pgq_admin)"
+                "the dead-letter queue {dlq} does not exist: create it and register a consumer \
+                 on it (`pgq queue create {dlq}` and `pgq consumer register {dlq} NAME`), or use \
+                 the durable dead-letter table (DeadLetter::Table, the default)"
             )));
         }
-        match pgq_core::create_queue(pool, dlq).await {
-            Ok(true) => tracing::info!(queue = %dlq, "dead-letter queue created"),
-            Ok(false) => {}
-            // Another consumer (e.g. a member of the same group) created it at the same moment.
-            Err(_) if pgq_core::queue_exists(pool, dlq).await? => {}
-            Err(e) => return Err(e.into()),
+        if pgq_core::get_consumer_info_queue(pool, dlq)
+            .await?
+            .is_empty()
+        {
+            return Err(Error::Config(format!(
+                "the dead-letter queue {dlq} has no consumer registered: pgq truncates the \
+                 events of a queue nobody reads when it rotates, so its dead letters would be \
+                 lost; register one (`pgq consumer register {dlq} NAME`), or use the durable \
+                 dead-letter table (DeadLetter::Table, the default)"
+            )));
         }
         Ok(())
     }
 
     async fn prepare(&self) -> Result<()> {
         self.register().await?;
-        self.ensure_dead_letter_queue().await?;
+        self.check_dead_letter_destination().await?;
         if self.inner.config.wakeups && !pgq_core::tick_trigger_installed(&self.inner.pool).await? {
             tracing::warn!(
                 "the pgq.tick wakeup trigger is not installed (run pgq_core::install): consumers \

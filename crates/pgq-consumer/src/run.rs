@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::Consumer;
 use crate::batch::{Batch, Failures, batch_metrics, batch_span};
 use crate::config::{Delivery, Shutdown};
+use crate::deadline::{Deadline, Timed, TimedBatch};
 use crate::error::{Error, Result};
 use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
 use crate::heartbeat::Heartbeat;
@@ -162,7 +163,9 @@ async fn stream_events<S: BatchSource, H: Handler>(
                     conn: None,
                     batch: info,
                 };
-                if let Err(e) = handler.handle(&event, &mut ctx).await {
+                let handled = handler.handle(&event, &mut ctx).await;
+                inner.progressed(1);
+                if let Err(e) = handled {
                     failures.push(inner, event, &e).await?;
                     if failures.dead_letters() > inner.config.fetch_size as usize {
                         tracing::warn!(
@@ -211,7 +214,9 @@ async fn handle_chunk<S: BatchSource, H: Handler>(
             conn: None,
             batch: info,
         };
-        if let Err(e) = handler.handle(ev, &mut ctx).await {
+        let handled = handler.handle(ev, &mut ctx).await;
+        consumer.inner.progressed(1);
+        if let Err(e) = handled {
             failed.push((i, e));
         }
     }
@@ -244,7 +249,9 @@ async fn handle_chunk_in_tx<S: BatchSource, H: Handler>(
                 conn: Some(&mut *sp),
                 batch: info,
             };
-            if let Err(e) = handler.handle(ev, &mut ctx).await {
+            let handled = handler.handle(ev, &mut ctx).await;
+            consumer.inner.progressed(1);
+            if let Err(e) = handled {
                 sp.rollback().await?;
                 failed.push((i, e));
                 continue 'attempt;
@@ -325,8 +332,21 @@ impl<S: BatchSource> Consumer<S> {
     /// - A cooperative member ([`crate::CoopConsumer`]) also touches its membership while it
     ///   holds a batch (a heartbeat on a connection of its own), and leaves its group on
     ///   shutdown (a batch it still holds goes back to the group).
+    ///
+    /// Every wait for the database is bounded by the builder's
+    /// [`database_timeout`](crate::ConsumerBuilder::database_timeout) (the handler's own time
+    /// does not count): a half-open connection is dropped after that long and the loop carries
+    /// on with a fresh one. Dropping this future instead of cancelling `shutdown` rolls the
+    /// batch in progress back (it comes again) and stops the tick listener and the heartbeat:
+    /// their connections are closed, the loop's own goes back to the pool.
     pub async fn run<H: Handler>(&self, handler: H, shutdown: CancellationToken) -> Result<()> {
-        self.run_loop(&EventDriver(handler), &shutdown).await
+        let deadline = Deadline::new(self.inner.config.database_timeout);
+        let handler = Timed {
+            handler,
+            deadline: deadline.clone(),
+        };
+        self.run_loop(&EventDriver(handler), &deadline, &shutdown)
+            .await
     }
 
     /// Run the consumer with a per-batch handler until `shutdown` is cancelled; see
@@ -336,18 +356,32 @@ impl<S: BatchSource> Consumer<S> {
         handler: H,
         shutdown: CancellationToken,
     ) -> Result<()> {
-        self.run_loop(&BatchDriver(handler), &shutdown).await
+        let deadline = Deadline::new(self.inner.config.database_timeout);
+        let handler = TimedBatch {
+            handler,
+            deadline: deadline.clone(),
+        };
+        self.run_loop(&BatchDriver(handler), &deadline, &shutdown)
+            .await
     }
 
-    async fn run_loop<D: Driver<S>>(&self, driver: &D, shutdown: &CancellationToken) -> Result<()> {
-        self.run_rounds(driver, shutdown).await?;
+    async fn run_loop<D: Driver<S>>(
+        &self,
+        driver: &D,
+        deadline: &Deadline,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        self.run_rounds(driver, deadline, shutdown).await?;
         // A clean stop: let the source release what it holds (a cooperative member leaves).
-        self.inner.source.leave(&self.inner.pool).await
+        deadline
+            .guard("leaving", self.inner.source.leave(&self.inner.pool))
+            .await
     }
 
     async fn run_rounds<D: Driver<S>>(
         &self,
         driver: &D,
+        deadline: &Deadline,
         shutdown: &CancellationToken,
     ) -> Result<()> {
         let cfg = &self.inner.config;
@@ -355,7 +389,7 @@ impl<S: BatchSource> Consumer<S> {
         let consumer = self.inner.source.consumer().as_str();
         let mut failures = 0u32;
         loop {
-            match self.prepare().await {
+            match deadline.guard("consumer setup", self.prepare()).await {
                 Ok(()) => break,
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
@@ -374,6 +408,7 @@ impl<S: BatchSource> Consumer<S> {
             consumer,
             cfg.wakeups,
             cfg.reconnect,
+            cfg.database_timeout,
             shutdown,
         );
         let heartbeat = Heartbeat::start(&self.inner);
@@ -386,7 +421,7 @@ impl<S: BatchSource> Consumer<S> {
                 break Ok(());
             }
             match self
-                .round(&mut conn, driver, heartbeat.as_ref(), shutdown)
+                .round(&mut conn, driver, heartbeat.as_ref(), deadline, shutdown)
                 .await
             {
                 Ok(Round::Batch) => failures = 0,
@@ -441,13 +476,21 @@ impl<S: BatchSource> Consumer<S> {
         slot: &mut KeptConnection,
         driver: &D,
         heartbeat: Option<&Heartbeat>,
+        deadline: &Deadline,
         shutdown: &CancellationToken,
     ) -> Result<Round> {
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => self.inner.pool.acquire().await?,
+            None => {
+                deadline
+                    .guard("taking a connection", async {
+                        Ok(self.inner.pool.acquire().await?)
+                    })
+                    .await?
+            }
         };
-        let result = async {
+        deadline.restart();
+        let work = async {
             let tuning = self.inner.config.tuning;
             let Some(info) = self.inner.source.next_batch(&mut conn, tuning).await? else {
                 return Ok(Round::Idle);
@@ -457,9 +500,16 @@ impl<S: BatchSource> Consumer<S> {
                 Processed::Finished => Ok(Round::Batch),
                 Processed::Abandoned => Ok(Round::Stopped),
             }
-        }
-        .await;
+        };
+        // Everything but the handler's time is bounded (see `Deadline`).
+        let result = tokio::select! {
+            r = work => r,
+            () = deadline.expired() => Err(deadline.error("waiting for the database")),
+        };
         match result {
+            // Half-open, or stuck: close the socket now, without a goodbye that could wait
+            // too (and without the pool's liveness check on return, which has no timeout).
+            Err(Error::Unresponsive { .. }) => drop(conn.detach()),
             // After an error its state is unknown (broken, or mid-transaction); a batch
             // abandoned on shutdown may have left a result half read. Do not reuse it.
             Err(_) | Ok(Round::Stopped) => conn.close_on_drop(),

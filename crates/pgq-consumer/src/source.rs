@@ -69,6 +69,13 @@ pub trait BatchSource: Send + Sync + 'static {
         None
     }
 
+    /// How many heartbeats in a row may pass without progress (no event read or handled) before
+    /// the run loop stops touching, so that a hung handler's batch can be taken over; `None` (the
+    /// default): touch as long as the batch is held.
+    fn stall_heartbeats(&self) -> Option<u32> {
+        None
+    }
+
     /// Heartbeat: tell the database this consumer is alive. The run loop calls it from a
     /// background task on a connection of its own (never the batch's), every
     /// [`heartbeat_interval`](BatchSource::heartbeat_interval) while a batch is in flight.
@@ -176,19 +183,24 @@ impl BatchSource for Subscription {
 
 /// Register the plain consumer `c` on `q` where `registration` says, unless it is registered
 /// already (or `registration` is [`Registration::Existing`]); `true` when it registered now.
+///
+/// The registration itself is atomic (`pgq_core::register_consumer_if_new`): when several
+/// processes register the same consumer at once, one registers it and the others leave it where
+/// it is — never moved back to `registration`'s tick once it has consumed batches.
 pub(crate) async fn register_plain(
     pool: &PgPool,
     q: &QueueName,
     c: &ConsumerName,
     registration: &Registration,
 ) -> Result<bool> {
+    // A cheap first look; the decision is taken again atomically below.
     if *registration == Registration::Existing
         || pgq_core::get_consumer_info(pool, q, c).await?.is_some()
     {
         return Ok(false);
     }
-    let newly = match registration {
-        Registration::AtTick(tick) => pgq_core::register_consumer_at(pool, q, c, *tick).await?,
+    let tick = match registration {
+        Registration::AtTick(tick) => Some(*tick),
         Registration::AtConsumer(other) => {
             let tick = pgq_core::get_consumer_info(pool, q, other)
                 .await?
@@ -199,11 +211,11 @@ pub(crate) async fn register_plain(
                          registered on queue {q}"
                     ))
                 })?;
-            pgq_core::register_consumer_at(pool, q, c, tick).await?
+            Some(tick)
         }
-        _ => pgq_core::register_consumer(pool, q, c).await?,
+        _ => None,
     };
-    Ok(newly)
+    Ok(pgq_core::register_consumer_if_new(pool, q, c, tick).await?)
 }
 
 /// The ids, ticks and times of an open batch (`pgq.get_batch_info`).

@@ -1,10 +1,16 @@
 //! Waking the run loop: a background LISTEN on the tick channel, with polling as the fallback.
+//!
+//! The listener has a connection of its own (opened with the pool's options, outside the pool),
+//! pinged when it has been quiet for a while: a half-open connection would otherwise wait for
+//! notifications forever, with no error. Each of its statements has the consumer's
+//! `database_timeout`; a listener that misses it is dropped and opened again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use pgq_core::QueueName;
 use pgq_core::sqlx::PgPool;
+use pgq_core::sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +34,14 @@ pub(crate) struct Wakeups {
     task: Option<JoinHandle<()>>,
 }
 
+/// Dropped without [`Wakeups::stop`] (the run loop's future was dropped): the listener task
+/// stops on its own and closes its connection.
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Wakeups {
     /// Start listening for ticks of `queue` (when `enabled`); the task stops with `shutdown`.
     pub(crate) fn start(
@@ -36,6 +50,7 @@ impl Wakeups {
         consumer: &str,
         enabled: bool,
         backoff: Backoff,
+        timeout: Duration,
         shutdown: &CancellationToken,
     ) -> Wakeups {
         let notify = Arc::new(Notify::new());
@@ -47,6 +62,7 @@ impl Wakeups {
                 consumer.to_owned(),
                 notify.clone(),
                 backoff,
+                timeout,
                 stop.clone(),
             ))
         });
@@ -78,24 +94,57 @@ pub(crate) async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> b
     }
 }
 
+/// A listener on a pool of its own, on `pool`'s connection options: one connection, taken
+/// within `timeout`.
+async fn open_listener(pool: &PgPool, timeout: Duration) -> pgq_core::Result<(PgPool, PgListener)> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(timeout)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let listener = pgq_core::tick_listener(&own).await?;
+    Ok((own, listener))
+}
+
+/// Close a listener and its pool; a listener whose connection does not answer any more is left
+/// to sqlx's own drop (which tries `UNLISTEN` on it, in the background, until the operating system
+/// gives up on the socket).
+async fn close_listener(own: PgPool, listener: PgListener, timeout: Duration) {
+    drop(listener);
+    let _ = tokio::time::timeout(timeout, own.close()).await;
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn listen(
     pool: PgPool,
     queue: QueueName,
     consumer: String,
     notify: Arc<Notify>,
     backoff: Backoff,
+    timeout: Duration,
     stop: CancellationToken,
 ) {
+    // A quiet listener is pinged this often (and must answer within `timeout`).
+    let ping_every = timeout.min(Duration::from_secs(30));
     let mut failures = 0u32;
     loop {
-        let listener = tokio::select! {
+        let opened = tokio::select! {
             _ = stop.cancelled() => return,
-            l = pgq_core::tick_listener(&pool) => l,
+            r = tokio::time::timeout(timeout, open_listener(&pool, timeout)) => r,
         };
-        let mut listener = match listener {
-            Ok(l) => l,
-            Err(e) => {
+        let (own, mut listener) = match opened {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
                 tracing::warn!(queue = %queue, error = %e, "cannot LISTEN for ticks; polling meanwhile");
+                if sleep_or_cancel(backoff.delay(failures), &stop).await {
+                    return;
+                }
+                failures = failures.saturating_add(1);
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(queue = %queue, timeout_ms = timeout.as_millis() as u64,
+                    "cannot LISTEN for ticks: the database did not answer in time; polling meanwhile");
                 if sleep_or_cancel(backoff.delay(failures), &stop).await {
                     return;
                 }
@@ -111,8 +160,36 @@ async fn listen(
         notify.notify_one();
         loop {
             let r = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = listener.try_recv() => r,
+                _ = stop.cancelled() => {
+                    close_listener(own, listener, timeout).await;
+                    return;
+                }
+                r = listener.try_recv() => Some(r),
+                _ = tokio::time::sleep(ping_every) => None,
+            };
+            let Some(r) = r else {
+                // Quiet for a while: is anyone there?
+                let ping = tokio::select! {
+                    _ = stop.cancelled() => {
+                        close_listener(own, listener, timeout).await;
+                        return;
+                    }
+                    r = tokio::time::timeout(timeout, pgq_core::backend_pid(&mut listener)) => r,
+                };
+                match ping {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => {
+                        tracing::warn!(queue = %queue, error = %e, "tick listener failed; reconnecting");
+                    }
+                    Err(_) => {
+                        tracing::warn!(queue = %queue, timeout_ms = timeout.as_millis() as u64,
+                            "tick listener: the database did not answer in time (a half-open \
+                             connection?); dropping the connection and reconnecting");
+                    }
+                }
+                notify.notify_one();
+                failures = 1;
+                break;
             };
             match r {
                 Ok(Some(n)) => {
@@ -134,7 +211,7 @@ async fn listen(
                 }
             }
         }
-        drop(listener);
+        close_listener(own, listener, timeout).await;
         if sleep_or_cancel(backoff.delay(0), &stop).await {
             return;
         }

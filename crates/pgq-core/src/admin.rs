@@ -2,18 +2,19 @@
 //! the queues beyond pgq's own information functions — who holds back table rotation, how many
 //! events wait in the retry queue, which pgq role the session has.
 //!
-//! Roles: none of these needs a pgq role (pgq grants `SELECT` on its bookkeeping tables to
-//! everyone).
+//! Roles: [`rotation_blockers`] and [`has_pgq_role`] need no pgq role (pgq grants `SELECT` on its
+//! bookkeeping tables to everyone); [`retry_queue_counts`] needs `pgq_reader`.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{Acquire, PgExecutor, Postgres};
 
 use crate::error::{Op, PgqRole, Result, ResultExt};
 use crate::types::{TickId, interval_to_duration};
 
 const ADMIN_INFO: Op = Op::public("admin_info");
+const RETRY_COUNTS: Op = Op::reader("retry_queue_counts");
 
 /// A consumer that keeps its queue from rotating its event tables.
 ///
@@ -79,8 +80,41 @@ pub struct RetryCount {
 }
 
 /// Events in the retry queue per consumer (only consumers that have some), ordered by queue and
-/// consumer. Needs no pgq role.
-pub async fn retry_queue_counts<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RetryCount>> {
+/// consumer.
+///
+/// Needs `pgq_reader`: the counts come from `pgq_rs.retry_counts()` (migration
+/// `…09_monitoring_grants`), since pgq lets only `pgq_admin` read `pgq.retry_queue`. On a schema
+/// older than that migration it reads `pgq.retry_queue` directly, which needs `pgq_admin`.
+pub async fn retry_queue_counts<'a, A>(conn: A) -> Result<Vec<RetryCount>>
+where
+    A: Acquire<'a, Database = Postgres>,
+{
+    let mut conn = conn.acquire().await.op(RETRY_COUNTS)?;
+    let ours = sqlx::query_scalar!(
+        r#"select to_regprocedure('pgq_rs.retry_counts()') is not null as "ours!""#
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(RETRY_COUNTS)?;
+    if ours {
+        let rows = sqlx::query!(
+            r#"select queue_name as "queue_name!", consumer_name as "consumer_name!",
+                      events as "events!", next_due
+                 from pgq_rs.retry_counts()"#
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .op(RETRY_COUNTS)?;
+        return Ok(rows
+            .into_iter()
+            .map(|r| RetryCount {
+                queue_name: r.queue_name,
+                consumer_name: r.consumer_name,
+                events: r.events,
+                next_due: r.next_due,
+            })
+            .collect());
+    }
     let rows = sqlx::query!(
         r#"select q.queue_name, c.co_name, count(*) as "events!", min(r.ev_retry_after) as next_due
            from pgq.retry_queue r
@@ -90,9 +124,9 @@ pub async fn retry_queue_counts<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<Retry
            group by q.queue_name, c.co_name
            order by q.queue_name, c.co_name"#
     )
-    .fetch_all(ex)
+    .fetch_all(&mut *conn)
     .await
-    .op(ADMIN_INFO)?;
+    .op(Op::admin("retry_queue_counts"))?;
     Ok(rows
         .into_iter()
         .map(|r| RetryCount {

@@ -70,8 +70,37 @@ pub async fn register_consumer_at<'e>(
     Ok(r == 1)
 }
 
-/// Unregister a consumer (`pgq.unregister_consumer`); its batch in progress, its retry events and,
-/// for a cooperative group, its members go with it. Returns how many subscriptions were removed.
+/// Register a consumer unless it is registered already, atomically
+/// (`pgq_rs.register_consumer`): at `tick`, or at the queue's latest tick when `None`. An
+/// existing consumer is never moved, even when another process registers the same name at the
+/// same moment (the check and the registration hold a lock on the queue and consumer name).
+/// Returns `true` when it registered now.
+///
+/// Needs `pgq_reader`.
+pub async fn register_consumer_if_new<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    consumer: &ConsumerName,
+    tick: Option<TickId>,
+) -> Result<bool> {
+    let r = sqlx::query_scalar!(
+        r#"select pgq_rs.register_consumer($1, $2, $3) as "r!""#,
+        queue.as_str(),
+        consumer.as_str(),
+        tick.map(|t| t.0)
+    )
+    .fetch_one(ex)
+    .await
+    .op(REGISTER)
+    .map_err(|e| with_queue(e, queue))?;
+    Ok(r == 1)
+}
+
+/// Unregister a consumer (`pgq_rs.unregister_consumer`, around `pgq.unregister_consumer`); its
+/// batch in progress, its retry events and, for a cooperative group, its members go with it.
+/// A cooperative member (`group.member`) holding a batch returns the batch's events to its group
+/// first (through the retry queue), as [`crate::coop_unregister_member`] with
+/// [`crate::BatchHandling::ReturnToGroup`] does. Returns how many subscriptions were removed.
 ///
 /// Needs `pgq_reader`.
 pub async fn unregister_consumer<'e>(
@@ -80,7 +109,7 @@ pub async fn unregister_consumer<'e>(
     consumer: &ConsumerName,
 ) -> Result<i32> {
     sqlx::query_scalar!(
-        r#"select pgq.unregister_consumer($1, $2) as "r!""#,
+        r#"select pgq_rs.unregister_consumer($1, $2) as "r!""#,
         queue.as_str(),
         consumer.as_str()
     )

@@ -173,6 +173,82 @@ pub async fn coop_touch<'e>(
     Ok(())
 }
 
+/// Which `pgq_coop` a database has. Only [`CoopFlavor::PgqRs`] has the semantics this library's
+/// cooperative functions and `pgq-consumer`'s cooperative members rely on (a takeover hands out a
+/// fresh batch id, `touch` is a heartbeat, unregistering with a batch returns its events, names
+/// containing `.` are refused); the others may look alike but behave differently.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CoopFlavor {
+    /// The schema our migrations install (`pgq_core::install`), marked by a comment on the
+    /// schema that starts with `pgq_rs:`.
+    PgqRs {
+        /// Its `pgq_coop.version()`.
+        version: String,
+    },
+    /// The SkyTools `pgq_coop` extension (`CREATE EXTENSION pgq_coop`).
+    Extension {
+        /// The extension's version.
+        version: String,
+    },
+    /// A `pgq_coop` schema installed by other means (SkyTools' SQL loaded by hand, an unmarked
+    /// copy), with unknown semantics.
+    Other {
+        /// Its `pgq_coop.version()`, when it has one.
+        version: Option<String>,
+    },
+}
+
+impl CoopFlavor {
+    /// Whether this is our schema, the one cooperative members can run against.
+    pub fn is_ours(&self) -> bool {
+        matches!(self, CoopFlavor::PgqRs { .. })
+    }
+}
+
+impl std::fmt::Display for CoopFlavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoopFlavor::PgqRs { version } => write!(f, "pgq_rs's own schema ({version})"),
+            CoopFlavor::Extension { version } => write!(f, "the pgq_coop extension {version}"),
+            CoopFlavor::Other { version: Some(v) } => {
+                write!(f, "a pgq_coop schema not installed by pgq_rs ({v})")
+            }
+            CoopFlavor::Other { version: None } => {
+                write!(f, "a pgq_coop schema not installed by pgq_rs")
+            }
+        }
+    }
+}
+
+/// Which `pgq_coop` is installed, or `None` when there is no `pgq_coop` schema. Needs no pgq role.
+pub async fn coop_flavor(conn: &mut PgConnection) -> Result<Option<CoopFlavor>> {
+    const OP: Op = Op::public("coop_flavor");
+    let r = sqlx::query!(
+        r#"select n.oid is not null as "schema!",
+                  (select extversion from pg_extension where extname = 'pgq_coop') as ext_version,
+                  coalesce(obj_description(n.oid, 'pg_namespace') like 'pgq_rs:%', false)
+                      as "marked!"
+           from (select 1) one
+           left join pg_namespace n on n.nspname = 'pgq_coop'"#
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(OP)?;
+    if let Some(version) = r.ext_version {
+        return Ok(Some(CoopFlavor::Extension { version }));
+    }
+    if !r.schema {
+        return Ok(None);
+    }
+    let version = coop_version(&mut *conn).await?;
+    Ok(Some(match (r.marked, version) {
+        (true, Some(version)) => CoopFlavor::PgqRs { version },
+        (_, version) => CoopFlavor::Other { version },
+    }))
+}
+
 /// The `pgq_coop` version, or `None` when the schema is not installed. Needs no pgq role.
 pub async fn coop_version(conn: &mut PgConnection) -> Result<Option<String>> {
     const OP: Op = Op::public("pgq_coop.version");

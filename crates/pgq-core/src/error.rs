@@ -448,7 +448,7 @@ impl Error {
                 queue: None,
                 source,
             }
-        } else if has("pgq_coop:") {
+        } else if has("pgq_coop:") || has("dead letters not found") {
             Error::InvalidInput {
                 op: name,
                 reason: message,

@@ -16,7 +16,8 @@ pub const OUR_SCHEMA: &str = "pgq_rs";
 pub const SUPPORTED_PGQ: &str = "3.x";
 
 const INSTALL: Op = Op::admin("install");
-const CHECK: Op = Op::public("check");
+// Reading our schema's version (the bookkeeping table) needs a pgq role; the least is pgq_reader.
+const CHECK: Op = Op::reader("check");
 
 /// What [`install`] did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -74,10 +75,12 @@ where
         check_version(v)?;
     }
     let before = applied_versions(&mut conn).await?;
-    migrator()
-        .run(&mut *conn)
-        .await
-        .map_err(|source| Error::Migrate { source })?;
+    // The migrations are idempotent (`IF NOT EXISTS`): their NOTICEs ("schema pgq_rs already
+    // exists, skipping") on every start are noise in the application's log.
+    let level = client_min_messages(&mut conn, "warning").await?;
+    let migrated = migrator().run(&mut *conn).await;
+    client_min_messages(&mut conn, &level).await?;
+    migrated.map_err(|source| Error::Migrate { source })?;
     let after = applied_versions(&mut conn).await?;
     let pgq_version = crate::maint::version(&mut *conn).await?;
     check_version(&pgq_version)?;
@@ -86,6 +89,38 @@ where
         schema_version: after.iter().copied().max().unwrap_or(0),
         applied: after.into_iter().filter(|v| !before.contains(v)).collect(),
     })
+}
+
+/// Set the session's `client_min_messages` to `level`; its previous value.
+async fn client_min_messages(conn: &mut PgConnection, level: &str) -> Result<String> {
+    let old = sqlx::query_scalar!(r#"select current_setting('client_min_messages') as "v!""#)
+        .fetch_one(&mut *conn)
+        .await
+        .op(INSTALL)?;
+    sqlx::query_scalar!(
+        r#"select set_config('client_min_messages', $1, false) as "v!""#,
+        level
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .op(INSTALL)?;
+    Ok(old)
+}
+
+/// The session of the ticker running on this database: the holder of pgq-ticker's advisory
+/// lock, else a pgqd session.
+async fn ticker_session(conn: &mut PgConnection) -> Result<Option<crate::LockHolder>> {
+    if let Some(holder) =
+        crate::ticker_ops::ticker_lock_holder(&mut *conn, crate::TICKER_LOCK_KEY).await?
+    {
+        return Ok(Some(holder));
+    }
+    let others = crate::ticker_ops::other_tickers(&mut *conn, crate::TICKER_LOCK_KEY).await?;
+    Ok(others.into_iter().next().map(|o| crate::LockHolder {
+        pid: o.pid,
+        application_name: o.application_name,
+        client_addr: o.client_addr,
+    }))
 }
 
 fn check_version(v: &str) -> Result<()> {
@@ -142,13 +177,25 @@ pub struct CheckReport {
     pub latest_schema_version: i64,
     /// Tick age per queue.
     pub queues: Vec<QueueTickAge>,
-    /// Whether a ticker looks alive: some ticked queue has a tick younger than twice its idle
-    /// period plus 10 s. `None` when there is no queue to judge by.
+    /// Whether a ticker is running on this database: a session holds the ticker's advisory lock
+    /// (pgq-ticker, active or standby-free), or a pgqd session is connected. Tick ages say
+    /// nothing about this (`create_queue` writes a tick). `None` when pgq is not installed, or
+    /// there is neither a queue nor a ticker.
     pub ticker_alive: Option<bool>,
+    /// The ticker's session, when one runs (the lock holder, else a pgqd session).
+    pub ticker: Option<crate::LockHolder>,
+    /// Which `pgq_coop` is installed (`None`: none); cooperative members need
+    /// [`crate::CoopFlavor::PgqRs`].
+    pub coop: Option<crate::CoopFlavor>,
 }
 
-/// Report the pgq version, our schema version, and whether a ticker is alive (age of the newest
-/// tick per queue). Works without pgq installed (reports `None`s). Needs no pgq role.
+/// Report the pgq version, our schema version, the age of the newest tick per queue, and whether
+/// a ticker runs (from the ticker's own session, not from tick ages). Works without pgq
+/// installed (reports `None`s).
+///
+/// Needs `pgq_reader` (or `pgq_writer`, or `pgq_admin`, which includes it): migration
+/// `…09_monitoring_grants` lets the pgq roles read our schema's version. Without any pgq role the
+/// error is [`crate::ErrorKind::PermissionDenied`] naming `pgq_reader`.
 pub async fn check<'a, A>(conn: A) -> Result<CheckReport>
 where
     A: Acquire<'a, Database = Postgres>,
@@ -160,6 +207,7 @@ where
             .await
             .op(CHECK)?;
     let applied = applied_versions(&mut conn).await?;
+    let coop = crate::coop::coop_flavor(&mut conn).await?;
     let mut queues = Vec::new();
     if pgq_version.is_some() {
         let rows = sqlx::query!(
@@ -186,23 +234,24 @@ where
             })
             .collect();
     }
-    let judged: Vec<bool> = queues
-        .iter()
-        .filter(|q| !q.not_ticked_here)
-        .map(|q| {
-            q.age
-                .is_some_and(|a| a < q.idle_period * 2 + Duration::from_secs(10))
-        })
-        .collect();
+    let ticker = if pgq_version.is_some() {
+        ticker_session(&mut conn).await?
+    } else {
+        None
+    };
+    let ticker_alive = match (&pgq_version, &ticker) {
+        (None, _) => None,
+        (Some(_), Some(_)) => Some(true),
+        (Some(_), None) if queues.is_empty() => None,
+        (Some(_), None) => Some(false),
+    };
     Ok(CheckReport {
         pgq_version,
         schema_version: applied.iter().copied().max(),
         latest_schema_version: embedded_migrations().into_iter().max().unwrap_or(0),
         queues,
-        ticker_alive: if judged.is_empty() {
-            None
-        } else {
-            Some(judged.contains(&true))
-        },
+        ticker_alive,
+        ticker,
+        coop,
     })
 }

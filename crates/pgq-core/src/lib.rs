@@ -52,6 +52,7 @@
 mod admin;
 mod consume;
 mod coop;
+mod dead_letters;
 mod error;
 mod ident;
 mod install;
@@ -59,8 +60,10 @@ mod maint;
 pub mod name;
 mod produce;
 mod queue;
+mod session;
 mod ticker_ops;
 mod triggers;
+mod typed;
 mod types;
 mod wakeup;
 
@@ -70,11 +73,16 @@ pub use consume::{
     event_retry_at, event_retry_raw, finish_batch, finish_own_batch, get_batch_cursor,
     get_batch_events, get_batch_info, get_consumer_info, get_consumer_info_all,
     get_consumer_info_queue, next_batch, next_batch_custom, next_batch_info, register_consumer,
-    register_consumer_at, stream_batch_events, unregister_consumer,
+    register_consumer_at, register_consumer_if_new, stream_batch_events, unregister_consumer,
 };
 pub use coop::{
-    BatchHandling, coop_finish_batch, coop_next_batch, coop_register_member, coop_touch,
-    coop_unregister_member, coop_version,
+    BatchHandling, CoopFlavor, coop_finish_batch, coop_flavor, coop_next_batch,
+    coop_register_member, coop_touch, coop_unregister_member, coop_version,
+};
+pub use dead_letters::{
+    DeadLetter, DeadLetterCount, DeadLetterFilter, DeadLetterSelection, NewDeadLetter, Replayed,
+    dead_letter_counts, get_dead_letter, insert_dead_letters, list_dead_letters,
+    purge_dead_letters, replay_dead_letters,
 };
 pub use error::{Error, ErrorKind, PgqRole, Result};
 pub use ident::{quote_fqname, quote_ident, quote_literal};
@@ -87,29 +95,33 @@ pub use maint::{
     maint_rotate_tables_step1, maint_rotate_tables_step2, maint_tables_to_vacuum,
     run_maint_operation, tick_now, ticker, ticker_external, ticker_queue, vacuum_table, version,
 };
-pub use name::{ConsumerName, QueueName};
+pub use name::{ConsumerName, QueueName, is_invisible_format};
 pub use produce::{
     MAX_FIELD_BYTES, RawEvent, check_text, copy_events, insert_event, insert_event_ext,
     insert_event_raw, insert_events,
 };
 pub use queue::{
-    create_queue, current_event_table, drop_queue, get_queue_config, get_queue_info,
-    get_queue_info_all, pause_queue, queue_exists, resume_queue, set_insert_disabled,
-    set_queue_config,
+    create_queue, create_queue_with, current_event_table, drop_queue, get_queue_config,
+    get_queue_info, get_queue_info_all, pause_queue, queue_exists, resume_queue,
+    set_insert_disabled, set_queue_config,
 };
+pub use session::{Keepalives, SessionSettings, configure_session};
 pub use ticker_ops::{
     ConsumerStats, FastTickPoll, LockHolder, OtherTicker, QueueStats, TICKER_LOCK_KEY, TickRound,
-    TickerFeatures, consumer_stats, fast_tick_poll, fast_tick_poll_plain, list_databases,
-    other_tickers, pgq_presence, queue_stats, ticker_features, ticker_lock_holder, ticker_round,
-    ticker_round_notify, ticker_unlock, try_ticker_lock,
+    TickerFeatures, backend_pid, consumer_stats, end_sessions, fast_tick_poll,
+    fast_tick_poll_plain, list_databases, live_sessions, other_tickers, pgq_presence, queue_stats,
+    ticker_features, ticker_lock_holder, ticker_round, ticker_round_notify, ticker_unlock,
+    try_ticker_lock,
 };
 pub use triggers::{
     PgqTrigger, TriggerDef, TriggerEvents, TriggerFunction, TriggerTiming, create_pgq_triggers,
     drop_pgq_triggers, pgq_triggers, table_primary_key, trigger_ddl,
 };
+pub use typed::{Extras, TypedError, TypedEvent};
 pub use types::{
-    BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, MaintOperation, NewEvent,
-    QueueConfig, QueueInfo, StoredQueueConfig, TickId, duration_to_interval, interval_to_duration,
+    BatchDetails, BatchId, BatchInfo, ConsumerInfo, DeadLetterId, Event, EventId, MaintOperation,
+    NewEvent, QueueConfig, QueueInfo, StoredQueueConfig, TickId, duration_to_interval,
+    interval_to_duration,
 };
 pub use wakeup::{
     TICK_CHANNEL, batch_cursor_name, declare_batch_cursor, event_retry_many, fetch_batch_cursor,

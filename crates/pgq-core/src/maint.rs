@@ -73,21 +73,26 @@ pub async fn ticker_external<'e>(
 ///
 /// Needs `pgq_reader`.
 pub async fn force_tick<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Result<TickId> {
-    const OP: Op = Op::reader("force_tick");
+    force_tick_as(ex, queue, Op::reader("force_tick")).await
+}
+
+/// [`force_tick`], with `op` naming the operation (and the role a permission error names).
+async fn force_tick_as<'e>(ex: impl PgExecutor<'e>, queue: &QueueName, op: Op) -> Result<TickId> {
     let r = sqlx::query_scalar!(r#"select pgq.force_tick($1) as t"#, queue.as_str())
         .fetch_one(ex)
         .await
-        .op(OP)?;
-    r.map(TickId).ok_or_else(|| queue_not_found(OP, queue))
+        .op(op)?;
+    r.map(TickId).ok_or_else(|| queue_not_found(op, queue))
 }
 
 /// Tick one queue now, whatever its thresholds: [`force_tick`] then [`ticker_queue`] in one
 /// round of the caller's connection. Returns the new tick id (`None` when the queue is paused or
 /// externally ticked).
 ///
-/// Needs `pgq_admin`.
+/// Needs `pgq_admin` (which includes the `pgq_reader` that `force_tick` needs; a permission error
+/// names `pgq_admin` whichever step fails).
 pub async fn tick_now(conn: &mut PgConnection, queue: &QueueName) -> Result<Option<TickId>> {
-    force_tick(&mut *conn, queue).await?;
+    force_tick_as(&mut *conn, queue, TICK).await?;
     ticker_queue(&mut *conn, queue).await
 }
 

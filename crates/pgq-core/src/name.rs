@@ -8,6 +8,9 @@
 //!   name can also name a `NOTIFY` channel), at most [`ConsumerName::MAX_LEN`] bytes for a consumer
 //!   (room for a cooperative member's `group.member` name);
 //! * no control characters (this includes NUL, which PostgreSQL text cannot hold);
+//! * no invisible formatting characters: bidirectional overrides and isolates (U+202A–U+202E,
+//!   U+2066–U+2069) and zero-width characters (U+200B–U+200D, U+2060, U+FEFF), which make a name
+//!   display as something it is not (two names that look the same, or text shown reversed);
 //! * no leading or trailing whitespace (pgq compares names exactly, so `"q "` and `"q"` would be
 //!   two different queues that look the same in every listing).
 //!
@@ -17,6 +20,16 @@
 use std::fmt;
 
 use crate::error::Error;
+
+/// Whether `c` is an invisible formatting character a name must not contain: a bidirectional
+/// override or isolate (U+202A–U+202E, U+2066–U+2069) or a zero-width character (U+200B–U+200D,
+/// U+2060, U+FEFF).
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
+    )
+}
 
 fn validate(what: &'static str, s: &str, max: usize) -> Result<(), Error> {
     let reason = if s.is_empty() {
@@ -29,6 +42,12 @@ fn validate(what: &'static str, s: &str, max: usize) -> Result<(), Error> {
         })
     } else if s.chars().any(char::is_control) {
         Some("must not contain control characters or NUL")
+    } else if s.chars().any(is_invisible_format) {
+        Some(
+            "must not contain bidirectional overrides or zero-width characters \
+             (U+202A-U+202E, U+2066-U+2069, U+200B-U+200D, U+2060, U+FEFF): they make a name \
+             look like another one",
+        )
     } else if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         Some("must not start or end with whitespace")
     } else {
@@ -181,5 +200,31 @@ mod tests {
         assert!(ConsumerName::new("x".repeat(128)).is_err());
         let e = QueueName::new("x".repeat(10_000)).unwrap_err().to_string();
         assert!(e.len() < 300, "message stays short: {e}");
+    }
+
+    #[test]
+    fn rejects_invisible_formatting_characters() {
+        for c in [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}',
+        ] {
+            for name in [format!("a{c}b"), format!("{c}ab"), format!("ab{c}")] {
+                let e = QueueName::new(name.as_str()).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::InvalidName, "{name:?}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("bidirectional overrides or zero-width"),
+                    "{msg}"
+                );
+                // The message shows the character escaped, not raw.
+                assert!(!msg.contains(c), "{msg:?}");
+                let e = ConsumerName::new(name.as_str()).unwrap_err();
+                assert_eq!(e.kind(), crate::ErrorKind::InvalidName, "{name:?}");
+            }
+        }
+        // Right-to-left scripts and the neighbours of the refused ranges stay allowed.
+        for ok in ["שלום", "مرحبا", "a–b", "a\u{2061}b", "a\u{2070}b"] {
+            assert!(QueueName::new(ok).is_ok(), "{ok:?}");
+        }
     }
 }

@@ -3,9 +3,12 @@
 //! wakeups for databases without the `pgq.tick` trigger, detecting another ticker, and the
 //! statistics behind a ticker's metrics.
 //!
-//! Roles: the lock, discovery, [`pgq_presence`], [`ticker_features`], [`other_tickers`] and the
+//! Roles: the lock, the session helpers ([`backend_pid`], [`end_sessions`], [`live_sessions`]),
+//! discovery, [`pgq_presence`], [`ticker_features`], [`other_tickers`] and the
 //! statistics need no pgq role; ticking ([`fast_tick_poll`], [`fast_tick_poll_plain`],
 //! [`ticker_round`], [`ticker_round_notify`]) needs `pgq_admin`.
+
+use std::time::Duration;
 
 use sqlx::PgExecutor;
 
@@ -17,6 +20,7 @@ const DISCOVER: Op = Op::public("discover_databases");
 const FEATURES: Op = Op::public("ticker_features");
 const FAST: Op = Op::admin("fast_tick");
 const STATS: Op = Op::public("ticker_stats");
+const SESSIONS: Op = Op::public("ticker_sessions");
 
 /// The advisory-lock key a ticker holds (session level) on each database it ticks, so only one
 /// ticker process ticks a database at a time. Spells `pgq_tick` in ASCII.
@@ -42,6 +46,50 @@ pub async fn ticker_unlock<'e>(ex: impl PgExecutor<'e>, key: i64) -> Result<bool
         .fetch_one(ex)
         .await
         .op(LOCK)
+}
+
+/// The backend process id of the session behind `ex` (`pg_backend_pid()`): what
+/// [`end_sessions`] needs to stop that session's statements from another session.
+///
+/// Needs no pgq role.
+pub async fn backend_pid<'e>(ex: impl PgExecutor<'e>) -> Result<i32> {
+    sqlx::query_scalar!(r#"select pg_backend_pid() as "pid!""#)
+        .fetch_one(ex)
+        .await
+        .op(SESSIONS)
+}
+
+/// End the sessions with backend ids `pids` (`pg_terminate_backend`): each one's running statement
+/// and open transaction are rolled back and its session locks (the ticker lock) released. Returns
+/// how many were signalled (a pid that is no longer a backend is skipped). The sessions are gone
+/// once [`live_sessions`] no longer lists them.
+///
+/// Needs the role that owns those sessions (or `pg_signal_backend`; a superuser's sessions need a
+/// superuser).
+pub async fn end_sessions<'e>(ex: impl PgExecutor<'e>, pids: &[i32]) -> Result<i64> {
+    sqlx::query_scalar!(
+        r#"select count(*) filter (where pg_terminate_backend(p)) as "ended!"
+             from unnest($1::int4[]) p
+            where p <> pg_backend_pid()"#,
+        pids
+    )
+    .fetch_one(ex)
+    .await
+    .op(SESSIONS)
+}
+
+/// Which of the backend ids `pids` still belong to a session (`pg_stat_activity`). A session
+/// leaves it only after its transaction has been rolled back and its locks released.
+///
+/// Needs no pgq role.
+pub async fn live_sessions<'e>(ex: impl PgExecutor<'e>, pids: &[i32]) -> Result<Vec<i32>> {
+    sqlx::query_scalar!(
+        r#"select pid as "pid!" from pg_stat_activity where pid = any($1::int4[]) order by pid"#,
+        pids
+    )
+    .fetch_all(ex)
+    .await
+    .op(SESSIONS)
 }
 
 /// A session holding the ticker lock (another ticker).
@@ -258,6 +306,15 @@ pub struct TickRound {
     pub queues: i64,
     /// Number of `ticker_max_lag = 0` queues ticked here (for deciding whether to fast-poll).
     pub lag0_queues: i64,
+    /// How soon the earliest event in `pgq.retry_queue` is due back (zero when overdue; `None`
+    /// when the retry queue is empty): lets a ticker run its retry mover when retries are due
+    /// rather than only every retry period (one probe of pgq's index on `ev_retry_after`).
+    pub retry_due_in: Option<Duration>,
+}
+
+/// A due time in seconds from now (as SQL computes it) as a duration, zero when past.
+fn due_in(secs: Option<f64>) -> Option<Duration> {
+    secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
 }
 
 /// One ticker round: `pgq.ticker()` (every queue that is due), plus the count of
@@ -269,7 +326,9 @@ pub async fn ticker_round<'e>(ex: impl PgExecutor<'e>) -> Result<TickRound> {
         r#"select pgq.ticker() as "n!",
                   (select count(*) from pgq.queue
                     where queue_ticker_max_lag = interval '0'
-                      and not queue_ticker_paused and not queue_external_ticker) as "lag0!""#
+                      and not queue_ticker_paused and not queue_external_ticker) as "lag0!",
+                  (select extract(epoch from min(ev_retry_after) - now())::float8
+                     from pgq.retry_queue) as retry_due"#
     )
     .fetch_one(ex)
     .await
@@ -277,6 +336,7 @@ pub async fn ticker_round<'e>(ex: impl PgExecutor<'e>) -> Result<TickRound> {
     Ok(TickRound {
         queues: r.n,
         lag0_queues: r.lag0,
+        retry_due_in: due_in(r.retry_due),
     })
 }
 
@@ -290,7 +350,9 @@ pub async fn ticker_round_notify<'e>(ex: impl PgExecutor<'e>, channel: &str) -> 
         r#"select pgq_rs.ticker_notify($1) as "n!",
                   (select count(*) from pgq.queue
                     where queue_ticker_max_lag = interval '0'
-                      and not queue_ticker_paused and not queue_external_ticker) as "lag0!""#,
+                      and not queue_ticker_paused and not queue_external_ticker) as "lag0!",
+                  (select extract(epoch from min(ev_retry_after) - now())::float8
+                     from pgq.retry_queue) as retry_due"#,
         channel
     )
     .fetch_one(ex)
@@ -299,6 +361,7 @@ pub async fn ticker_round_notify<'e>(ex: impl PgExecutor<'e>, channel: &str) -> 
     Ok(TickRound {
         queues: r.n,
         lag0_queues: r.lag0,
+        retry_due_in: due_in(r.retry_due),
     })
 }
 

@@ -43,26 +43,25 @@ impl TestDb {
     ///
     /// With a message saying why, if the schema or the database cannot be set up.
     pub async fn new_on(cluster: &Cluster) -> TestDb {
-        let template = cluster
-            .inner()
-            .template
-            .get_or_init(|| make_template(cluster))
-            .await;
-        match template {
-            Ok(template) => TestDb::create(cluster, Some(template)).await,
-            Err(e) => {
-                panic!("pgq-testkit: could not install the schema in a template database: {e}")
-            }
-        }
+        let template = template_of(cluster).await;
+        TestDb::create(cluster, Some(template)).await
     }
 
     /// A fresh, empty database on [`Cluster::shared`], with nothing installed (to test installing).
+    ///
+    /// What installing creates cluster-wide already exists when this returns: `CREATE EXTENSION
+    /// pgq` creates the roles `pgq_reader`, `pgq_writer` and `pgq_admin` check-then-create, so
+    /// two first installs at once (two tests, or a test and the template) could both try to
+    /// create them and one would fail. The template database is installed first, which creates
+    /// them once.
     ///
     /// # Panics
     ///
     /// With a message saying why, if the cluster or the database cannot be set up.
     pub async fn new_without_schema() -> TestDb {
-        TestDb::create(Cluster::shared(), None).await
+        let cluster = Cluster::shared();
+        template_of(cluster).await;
+        TestDb::create(cluster, None).await
     }
 
     async fn create(cluster: &Cluster, template: Option<&str>) -> TestDb {
@@ -111,6 +110,44 @@ impl TestDb {
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
+
+    /// Create a login role named `<database>_<suffix>` (roles are cluster-wide: the database's
+    /// name keeps tests running in parallel apart), member of `granted` (a comma-separated list
+    /// of roles, e.g. `"pgq_reader, pgq_writer"`; empty for none), with `password` if given; its
+    /// name. A role of that name left by an earlier run is replaced.
+    ///
+    /// # Panics
+    ///
+    /// When the role cannot be created.
+    pub async fn create_role(&self, suffix: &str, granted: &str, password: Option<&str>) -> String {
+        let name = format!("{}_{suffix}", self.name);
+        let role = quote_ident(&name);
+        let mut sql = format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN");
+        if let Some(p) = password {
+            sql.push_str(&format!(" PASSWORD {}", pgq_core::quote_literal(p)));
+        }
+        if !granted.trim().is_empty() {
+            sql.push_str(&format!("; GRANT {granted} TO {role}"));
+        }
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await {
+            panic!("pgq-testkit: could not create role {name}: {e}");
+        }
+        name
+    }
+
+    /// A pool connected to this database as `role` (made by [`TestDb::create_role`], without a
+    /// password).
+    ///
+    /// # Panics
+    ///
+    /// When it cannot connect.
+    pub async fn pool_as(&self, role: &str) -> PgPool {
+        let url = self.url_as(role, None);
+        match PgPoolOptions::new().max_connections(5).connect(&url).await {
+            Ok(pool) => pool,
+            Err(e) => panic!("pgq-testkit: could not connect as {role} to {url}: {e}"),
+        }
+    }
 }
 
 impl Drop for TestDb {
@@ -120,6 +157,23 @@ impl Drop for TestDb {
             self.cluster
                 .drop_database_later(std::mem::take(&mut self.name));
         }
+    }
+}
+
+/// The template database of `cluster` (made on first use).
+///
+/// # Panics
+///
+/// When the schema cannot be installed in it.
+async fn template_of(cluster: &Cluster) -> &str {
+    let template = cluster
+        .inner()
+        .template
+        .get_or_init(|| make_template(cluster))
+        .await;
+    match template {
+        Ok(template) => template,
+        Err(e) => panic!("pgq-testkit: could not install the schema in a template database: {e}"),
     }
 }
 

@@ -20,6 +20,13 @@
 //!   `PGQ_TEST_PG_BINDIR`) and removed when the test process exits, even if it is killed.
 //! - [`Cluster::start_private`] gives a fault test its own cluster to stop, kill and restart.
 //! - [`TestDb`] is a fresh database per test, cloned from a template with the schema installed.
+//! - [`Relay`] is a TCP relay to a cluster that a network-fault test can freeze (a half-open
+//!   connection), thaw or cut.
+//! - [`TestDb::create_role`] / [`TestDb::pool_as`]: a login role unique to the test's database
+//!   (roles are cluster-wide and tests run in parallel), and a pool connected as it.
+//! - Helpers every suite needs, in one place: [`q`] / [`c`] (names), [`eventually`] /
+//!   [`wait_for`] (polling with a hang guard, [`DEADLINE`]), [`tick_count`], [`rss_kib`],
+//!   [`free_port`].
 //! - `PGQ_TEST_DATABASE_URL=postgres://superuser@host:port/db` makes [`Cluster::shared`] use that
 //!   existing server instead of starting one.
 //!
@@ -32,8 +39,12 @@
 mod cluster;
 mod db;
 mod error;
+mod helpers;
+mod relay;
 mod sys;
 
 pub use cluster::Cluster;
 pub use db::TestDb;
 pub use error::Error;
+pub use helpers::{DEADLINE, c, eventually, free_port, q, rss_kib, tick_count, wait_for};
+pub use relay::Relay;

@@ -140,6 +140,9 @@ pub struct Database {
     pub label: String,
     /// How to connect.
     pub options: PgConnectOptions,
+    /// TCP keepalive probing of its sessions (the libpq `keepalives*` parameters of its
+    /// connection string, else the defaults of [`pgq_core::Keepalives`]).
+    pub keepalives: pgq_core::Keepalives,
 }
 
 /// A server whose databases are discovered (every database that accepts connections; those
@@ -150,23 +153,29 @@ pub struct Discovery {
     pub base: PgConnectOptions,
     /// The database to connect to for listing the others (pgqd: `initial_database`).
     pub initial_database: String,
+    /// TCP keepalive probing of the sessions (from the libpq `keepalives*` parameters).
+    pub keepalives: pgq_core::Keepalives,
 }
 
 impl Discovery {
     /// The [`Database`] entry for database `name` on this server.
     pub fn database(&self, name: &str) -> Database {
-        database_entry(self.base.clone().database(name))
+        database_entry((self.base.clone().database(name), self.keepalives))
     }
 }
 
-fn database_entry(options: PgConnectOptions) -> Database {
+fn database_entry((options, keepalives): (PgConnectOptions, pgq_core::Keepalives)) -> Database {
     let label = format!(
         "{}:{}/{}",
         options.get_host(),
         options.get_port(),
         options.get_database().unwrap_or("")
     );
-    Database { label, options }
+    Database {
+        label,
+        options,
+        keepalives,
+    }
 }
 
 /// The complete, validated configuration.
@@ -665,9 +674,12 @@ fn apply_file(cfg: &mut Config, f: &FileConfig, origin: Option<&str>) -> Result<
     }
     servers.extend(f.servers.iter().flatten());
     for s in servers {
-        let base = match &s.base_connstr {
-            Some(c) => parse_connstr(c).map_err(|m| Error::config(at("base_connstr"), m))?,
-            None => PgConnectOptions::new().application_name(APPLICATION_NAME),
+        let (base, keepalives) = match &s.base_connstr {
+            Some(c) => parse_target(c).map_err(|m| Error::config(at("base_connstr"), m))?,
+            None => (
+                PgConnectOptions::new().application_name(APPLICATION_NAME),
+                pgq_core::Keepalives::default(),
+            ),
         };
         let list = s
             .database_list
@@ -682,17 +694,18 @@ fn apply_file(cfg: &mut Config, f: &FileConfig, origin: Option<&str>) -> Result<
                     .filter(|d| !d.is_empty())
                     .unwrap_or_else(|| "template1".to_owned()),
                 base,
+                keepalives,
             });
         } else {
             for name in list {
                 cfg.databases
-                    .push(database_entry(base.clone().database(&name)));
+                    .push(database_entry((base.clone().database(&name), keepalives)));
             }
         }
     }
     for url in f.databases.iter().flatten() {
-        let options = parse_connstr(url).map_err(|m| Error::config(at("databases"), m))?;
-        cfg.databases.push(database_entry(options));
+        let target = parse_target(url).map_err(|m| Error::config(at("databases"), m))?;
+        cfg.databases.push(database_entry(target));
     }
     Ok(())
 }
@@ -728,32 +741,32 @@ fn apply_args(cfg: &mut Config, a: &Args) -> Result<()> {
         cfg.pidfile = Some(p.clone());
     }
     for url in &a.db {
-        let options = parse_connstr(url).map_err(|m| Error::config(Some("--db".into()), m))?;
+        let target = parse_target(url).map_err(|m| Error::config(Some("--db".into()), m))?;
         if a.discover {
-            cfg.discover.push(discovery_from(options));
+            cfg.discover.push(discovery_from(target));
         } else {
-            cfg.databases.push(database_entry(options));
+            cfg.databases.push(database_entry(target));
         }
     }
     Ok(())
 }
 
-fn discovery_from(options: PgConnectOptions) -> Discovery {
+fn discovery_from((options, keepalives): (PgConnectOptions, pgq_core::Keepalives)) -> Discovery {
     let initial = options.get_database().unwrap_or("template1").to_owned();
     Discovery {
         base: options,
         initial_database: initial,
+        keepalives,
     }
 }
 
 /// The connection when no database is configured: `DATABASE_URL`, else libpq's `PG*` variables
 /// (which need at least `PGDATABASE` or `PGHOST` set, so that a bare start is an error).
-fn default_options() -> Result<PgConnectOptions> {
+fn default_options() -> Result<(PgConnectOptions, pgq_core::Keepalives)> {
     if let Ok(url) = std::env::var("DATABASE_URL")
         && !url.trim().is_empty()
     {
-        return parse_connstr(url.trim())
-            .map_err(|m| Error::config(Some("DATABASE_URL".into()), m));
+        return parse_target(url.trim()).map_err(|m| Error::config(Some("DATABASE_URL".into()), m));
     }
     let any_pg = [
         "PGDATABASE",
@@ -766,13 +779,28 @@ fn default_options() -> Result<PgConnectOptions> {
     .iter()
     .any(|v| std::env::var_os(v).is_some());
     if any_pg {
-        return Ok(PgConnectOptions::new().application_name(APPLICATION_NAME));
+        return Ok((
+            PgConnectOptions::new().application_name(APPLICATION_NAME),
+            pgq_core::Keepalives::default(),
+        ));
     }
     Err(Error::config(
         None,
         "no database to tick: pass --db URL, set DATABASE_URL or PG* variables (PGDATABASE, \
          PGHOST, ...), or give a config file",
     ))
+}
+
+/// Parse a connection string ([`parse_connstr`]) and its libpq keepalive parameters
+/// (`keepalives`, `keepalives_idle`, `keepalives_interval`, `keepalives_count`): sqlx's sockets
+/// have no TCP keepalive, so they set the server-side probing of the ticker's sessions
+/// ([`pgq_core::configure_session`]).
+pub fn parse_target(
+    s: &str,
+) -> std::result::Result<(PgConnectOptions, pgq_core::Keepalives), String> {
+    let options = parse_connstr(s)?;
+    let keepalives = pgq_core::Keepalives::from_connstr(s).map_err(|e| e.to_string())?;
+    Ok((options, keepalives))
 }
 
 /// Parse a connection string: a `postgres://` URL or a libpq `key=value` string (values may be
@@ -810,8 +838,14 @@ pub fn parse_connstr(s: &str) -> std::result::Result<PgConnectOptions, String> {
             "sslkey" => o.ssl_client_key(&value),
             "application_name" => o.application_name(&value),
             "options" => o.options(parse_pg_options(&value)?),
-            // Accepted for compatibility; sqlx has its own connect timeout handling.
-            "connect_timeout" | "keepalives" | "keepalives_idle" | "client_encoding" => o,
+            // Accepted for compatibility (sqlx has its own connect timeout handling); the
+            // keepalive ones are read by `parse_target`.
+            "connect_timeout"
+            | "keepalives"
+            | "keepalives_idle"
+            | "keepalives_interval"
+            | "keepalives_count"
+            | "client_encoding" => o,
             other => return Err(format!("unsupported connection parameter {other:?}")),
         };
     }
@@ -956,6 +990,20 @@ mod tests {
         assert!(parse_connstr("host").is_err());
         assert!(parse_connstr("bogus=1").is_err());
         assert!(parse_connstr("user='x").is_err());
+    }
+
+    #[test]
+    fn libpq_keepalive_parameters_are_honoured() {
+        let (o, k) = parse_target(
+            "host=db1 dbname=x keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=4",
+        )
+        .unwrap();
+        assert_eq!(o.get_database(), Some("x"));
+        assert_eq!(k.dead_after(), Duration::from_secs(6));
+        let (_, k) = parse_target("postgres://h/db?keepalives=0").unwrap();
+        assert!(!k.enabled);
+        let e = parse_target("host=h keepalives_idle=soon").unwrap_err();
+        assert!(e.contains("keepalives_idle"), "{e}");
     }
 
     #[test]

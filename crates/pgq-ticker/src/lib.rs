@@ -36,7 +36,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgq_core::sqlx::Connection as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,11 +70,13 @@ pub async fn run(
             let enabled = handle.is_some();
             match handle {
                 Some(h) => {
-                    tracing::info!(%addr, "serving /metrics and /health");
+                    let max_connections = http::max_connections();
+                    tracing::info!(%addr, max_connections, "serving /metrics and /health");
                     tokio::spawn(http::serve(
                         listener,
                         h,
                         registry.clone(),
+                        max_connections,
                         http_cancel.clone(),
                     ));
                 }
@@ -179,12 +180,16 @@ async fn futures_join(joins: Vec<JoinHandle<()>>) {
 
 /// List the databases of a discovery server (through its initial database).
 async fn discover(d: &Discovery) -> std::result::Result<Vec<String>, String> {
-    let opts = d.base.clone().database(&d.initial_database);
-    let mut conn = worker::connect(&opts, Duration::from_secs(30)).await?;
-    let r = pgq_core::list_databases(&mut conn)
-        .await
-        .map_err(|e| e.to_string());
-    let _ = conn.close().await;
+    let db = d.database(&d.initial_database);
+    let timeout = Duration::from_secs(30);
+    let mut conn = worker::connect(&db, timeout, None).await?;
+    let r = worker::within(
+        worker::deadline(timeout),
+        pgq_core::list_databases(&mut conn),
+    )
+    .await
+    .map_err(|e| e.to_string());
+    worker::close(conn).await;
     r
 }
 

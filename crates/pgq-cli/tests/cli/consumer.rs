@@ -165,3 +165,47 @@ async fn cooperative_members_are_listed_under_their_group() {
     let table = ok(&db, &["consumer", "list", "q"]);
     assert!(table.contains("└ w1") && table.contains("└ w2"), "{table}");
 }
+
+/// `pgq consumer unregister Q group.member` on a member holding a batch: the batch's events go
+/// back to the group (they were lost: pgq.unregister_consumer deletes only the member's row).
+#[tokio::test]
+async fn unregistering_a_member_holding_a_batch_returns_its_events_to_the_group() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    ok(&db, &["queue", "create", "q"]);
+    let q = QueueName::new("q").unwrap();
+    let group = ConsumerName::new("workers").unwrap();
+    let (w1, w2) = (
+        ConsumerName::new("w1").unwrap(),
+        ConsumerName::new("w2").unwrap(),
+    );
+    for m in [&w1, &w2] {
+        pgq_core::coop_register_member(pool, &q, &group, m)
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        ok(&db, &["send", "q", "--type", "t", "--data", &i.to_string()]);
+    }
+    ok(&db, &["tick", "q"]);
+    let next =
+        |m: &ConsumerName| pgq_core::coop_next_batch(pool, &q, &group, m, Default::default(), None);
+    assert!(next(&w1).await.unwrap().is_some(), "w1 holds the batch");
+
+    let out = ok(&db, &["consumer", "unregister", "q", "workers.w1"]);
+    assert!(out.contains("unregistered"), "{out}");
+
+    pgq_core::maint_retry_events_all(&mut pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    ok(&db, &["tick", "q"]);
+    let mut got = Vec::new();
+    while let Some(b) = next(&w2).await.unwrap() {
+        for ev in pgq_core::get_batch_events(pool, b).await.unwrap() {
+            got.push(ev.ev_data.unwrap());
+        }
+        pgq_core::coop_finish_batch(pool, b).await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3", "4"], "nothing lost");
+}

@@ -53,3 +53,44 @@ async fn install_into_an_empty_database() {
     ok(&db, &["install", "--check"]);
     ok(&db, &["queue", "create", "q"]);
 }
+
+/// `install --check` and `status` say which pgq_coop is installed: ours, none, or another one
+/// (simulated: our schema replaced by one with the same function names).
+#[tokio::test]
+async fn check_and_status_say_which_pgq_coop_is_installed() {
+    let db = TestDb::new().await;
+    let c = json(&db, &["install", "--check"]);
+    assert_eq!(c["coop"]["kind"], "pgq_rs", "{c}");
+    let text = ok(&db, &["install", "--check"]);
+    assert!(
+        text.contains("pgq_coop:       pgq_rs's own schema"),
+        "{text}"
+    );
+    let s = json(&db, &["status"]);
+    assert_eq!(s["coop"]["kind"], "pgq_rs", "{s}");
+
+    crate::util::exec(
+        &db,
+        "drop schema pgq_coop cascade;
+         create schema pgq_coop;
+         create function pgq_coop.version() returns text language sql as $$ select '3.1.1' $$;
+         create function pgq_coop.next_batch(text, text, text) returns int8
+             language sql as $$ select null::int8 $$;",
+    )
+    .await;
+    let c = json(&db, &["install", "--check"]);
+    assert_eq!(c["coop"]["kind"], "other", "{c}");
+    assert_eq!(c["coop"]["version"], "3.1.1", "{c}");
+    let text = ok(&db, &["status"]);
+    assert!(
+        text.contains("pgq_coop: a pgq_coop schema not installed by pgq_rs (3.1.1)"),
+        "{text}"
+    );
+    ok(&db, &["queue", "create", "q"]);
+    let err = fails(&db, &["tail", "q", "g", "--subconsumer", "m"], 1);
+    assert!(err.contains("not installed by pgq_rs"), "{err}");
+
+    crate::util::exec(&db, "drop schema pgq_coop cascade").await;
+    let c = json(&db, &["install", "--check"]);
+    assert_eq!(c["coop"], serde_json::Value::Null, "{c}");
+}

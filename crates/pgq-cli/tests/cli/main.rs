@@ -3,9 +3,13 @@
 
 mod conn;
 mod consumer;
+mod dlq;
+mod escapes;
+mod halfopen;
 mod help;
 mod install;
 mod queue;
+mod roles;
 mod send;
 mod status;
 mod tail;

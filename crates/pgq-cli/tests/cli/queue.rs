@@ -257,8 +257,15 @@ async fn create_with_consumers_delivers_events_produced_before_they_run() {
     let out = ok(
         &db,
         &[
-            "queue", "create", "outbox", "--consumer", "billing", "--consumer", "audit",
-            "--ticker-max-lag", "0s",
+            "queue",
+            "create",
+            "outbox",
+            "--consumer",
+            "billing",
+            "--consumer",
+            "audit",
+            "--ticker-max-lag",
+            "0s",
         ],
     );
     assert!(out.contains("\"billing\", \"audit\""), "{out}");
@@ -288,8 +295,14 @@ async fn create_with_consumers_delivers_events_produced_before_they_run() {
     let again = json(
         &db,
         &[
-            "queue", "create", "outbox", "--if-not-exists", "--consumer", "billing",
-            "--consumer", "late",
+            "queue",
+            "create",
+            "outbox",
+            "--if-not-exists",
+            "--consumer",
+            "billing",
+            "--consumer",
+            "late",
         ],
     );
     assert_eq!(again["changed"], false);
@@ -300,11 +313,19 @@ async fn create_with_consumers_delivers_events_produced_before_they_run() {
     )
     .await;
     assert_eq!(before, after, "billing keeps its position");
-    let n: i64 = scalar(&db, "select count(*) from pgq.consumer where co_name = 'late'").await;
+    let n: i64 = scalar(
+        &db,
+        "select count(*) from pgq.consumer where co_name = 'late'",
+    )
+    .await;
     assert_eq!(n, 1);
 
     // A bad consumer name is a usage error and creates nothing.
     fails(&db, &["queue", "create", "other", "--consumer", " bad"], 2);
-    let n: i64 = scalar(&db, "select count(*) from pgq.queue where queue_name = 'other'").await;
+    let n: i64 = scalar(
+        &db,
+        "select count(*) from pgq.queue where queue_name = 'other'",
+    )
+    .await;
     assert_eq!(n, 0);
 }

@@ -6,19 +6,20 @@ use pgq_testkit::TestDb;
 
 use crate::util::{bare, exec, fails, json, ok, pgq, run_fails, run_ok, stored_events};
 
-/// A login role with only `pgq_writer` (and `pgq_reader`), for the set-based path.
+/// A login role with only `pgq_writer` (and `pgq_reader`), for the set-based path. Roles are
+/// cluster-wide and tests run in parallel: the name is the test database's, so no two tests share
+/// (or race to create) one.
 async fn writer_url(db: &TestDb) -> String {
+    let role = format!("{}_writer", db.name());
     exec(
         db,
-        "do $$ begin
-           if not exists (select from pg_roles where rolname = 'pgq_cli_writer') then
-             create role pgq_cli_writer login;
-           end if;
-         end $$;
-         grant pgq_writer, pgq_reader to pgq_cli_writer",
+        &format!(
+            "create role {r} login; grant pgq_writer, pgq_reader to {r}",
+            r = pgq_core::quote_ident(&role)
+        ),
     )
     .await;
-    db.url_as("pgq_cli_writer", None)
+    db.url_as(&role, None)
 }
 
 fn file(lines: &str) -> tempfile::NamedTempFile {
@@ -201,5 +202,101 @@ async fn queue_settings_are_enforced() {
     let f = file(GOOD);
     let err = fails(&db, &["send", "q", "--file", f.path().to_str().unwrap()], 1);
     assert!(err.contains("per-transaction"), "{err}");
+    assert_eq!(stored_events(&db).await, 0);
+}
+
+#[tokio::test]
+async fn bom_and_array_lines_say_what_is_wrong_and_send_nothing() {
+    let db = TestDb::new().await;
+    ok(&db, &["queue", "create", "q"]);
+    let url = writer_url(&db).await;
+    let cases = [
+        (
+            "\u{feff}{\"type\":\"a\",\"data\":\"x\"}\n",
+            1,
+            "byte order mark",
+        ),
+        (
+            "{\"type\":\"a\",\"data\":\"x\"}\n[{\"type\":\"a\",\"data\":\"x\"}]\n",
+            2,
+            "is a JSON array, but each line must be one JSON object",
+        ),
+        // The positional form of an event would otherwise be read as one.
+        (
+            "{\"type\":\"a\",\"data\":\"x\"}\n[\"a\",\"x\"]\n",
+            2,
+            "is a JSON array",
+        ),
+        ("\"just a string\"\n", 1, "is a JSON string"),
+    ];
+    let mut cases: Vec<(Vec<u8>, usize, &str)> = cases
+        .into_iter()
+        .map(|(body, line, what)| (body.as_bytes().to_vec(), line, what))
+        .collect();
+    cases.push((
+        b"{\"type\":\"a\",\"data\":\"x\"}\n{\"type\":\"a\",\"data\":\"\xff\"}\n".to_vec(),
+        2,
+        "not valid UTF-8",
+    ));
+    for (body, line, what) in cases {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&body).unwrap();
+        let path = f.path().to_str().unwrap().to_owned();
+        for as_writer in [false, true] {
+            let mut c = bare();
+            let target = if as_writer { url.clone() } else { db.url() };
+            c.args(["--db", &target]);
+            c.args(["send", "q", "--file", &path]);
+            let err = run_fails(c, &["send", &path], 1);
+            assert!(
+                err.contains(&format!("{path}:{line}: ")) && err.contains(what),
+                "writer={as_writer}: {err}"
+            );
+            assert!(err.contains("nothing was sent"), "{err}");
+            assert_eq!(stored_events(&db).await, 0, "writer={as_writer}: {err}");
+        }
+    }
+}
+
+/// A 300 MiB line without a line break is refused once it passes the 64 MiB limit: `pgq` stops
+/// reading there (the writer of its standard input sees the pipe closed before it is done),
+/// reports the line number and sends nothing.
+#[tokio::test]
+async fn an_overlong_line_is_refused_without_reading_it_whole() {
+    use std::process::{Command, Stdio};
+    let db = TestDb::new().await;
+    ok(&db, &["queue", "create", "q"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgq"))
+        .args(["--db", &db.url(), "send", "q", "--file", "-"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || -> Result<usize, std::io::Error> {
+        stdin.write_all(b"{\"type\":\"ok\",\"data\":\"first\"}\n{\"type\":\"t\",\"data\":\"")?;
+        let chunk = vec![b'x'; 1 << 20];
+        let mut written = 0;
+        for _ in 0..300 {
+            stdin.write_all(&chunk)?;
+            written += chunk.len();
+        }
+        Ok(written)
+    });
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("standard input:2: the line is longer than 64 MiB"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sent"), "{err}");
+    let w = writer.join().unwrap();
+    assert!(
+        w.is_err(),
+        "pgq read the whole 300 MiB line instead of stopping at the limit"
+    );
     assert_eq!(stored_events(&db).await, 0);
 }

@@ -81,9 +81,19 @@ async fn max_events_mid_batch_loses_nothing() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert_eq!(lines(&String::from_utf8_lossy(&o.stdout)).len(), 2);
+    let first = lines(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(first.len(), 2);
+    let batch = first[0]["batch_id"].as_i64().unwrap();
+    // Stderr says where it stopped, how much is left and how to move on.
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("not finished"), "{err}");
+    for part in [
+        format!("inside batch {batch}"),
+        "printed 2 of its 5 events, 3 not printed".to_owned(),
+        "--finish-batch".to_owned(),
+        "--max-events 5 or more".to_owned(),
+    ] {
+        assert!(err.contains(&part), "{part:?} missing: {err}");
+    }
     // The batch is still open and all five events come again.
     let all = lines(&ok(&db, &["--json", "tail", "q", "c"]));
     assert_eq!(all.len(), 5);
@@ -94,6 +104,39 @@ async fn max_events_mid_batch_loses_nothing() {
     assert_eq!(one.lines().count(), 1);
     assert_eq!(ok(&db, &["tail", "q", "c"]), "");
     fails(&db, &["tail", "q", "c", "--max-events", "0"], 2);
+}
+
+#[tokio::test]
+async fn finish_batch_moves_past_a_batch_larger_than_max_events() {
+    let db = TestDb::new().await;
+    queue_with_events(&db, 5).await;
+    // Two runs without --finish-batch print the same two events: the batch stays open.
+    let a = lines(&ok(&db, &["--json", "tail", "q", "c", "--max-events", "2"]));
+    let b = lines(&ok(&db, &["--json", "tail", "q", "c", "--max-events", "2"]));
+    assert_eq!(a, b);
+    // --finish-batch prints to the end of the batch (every event, none skipped) and finishes it.
+    let args = ["--max-events", "2", "--finish-batch"];
+    let o = pgq(&db, &[&["--json", "tail", "q", "c"][..], &args].concat())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.is_empty(), "{err}");
+    let all = lines(&String::from_utf8_lossy(&o.stdout));
+    let mut types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, ["t0", "t1", "t2", "t3", "t4"]);
+    assert_eq!(ok(&db, &["tail", "q", "c"]), "", "the batch was finished");
+    let c = json(&db, &["consumer", "list", "q"]);
+    assert!(c[0]["current_batch"].is_null());
+    // It stops after that batch: the next one stays for the next run.
+    ok(&db, &["send", "q", "--type", "next", "--data", "d"]);
+    ok(&db, &["tick", "q"]);
+    let next = lines(&ok(&db, &["--json", "tail", "q", "c"]));
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0]["type"], "next");
+    // --finish-batch means nothing without --max-events.
+    fails(&db, &["tail", "q", "c", "--finish-batch"], 2);
 }
 
 #[tokio::test]

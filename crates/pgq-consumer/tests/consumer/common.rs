@@ -8,13 +8,7 @@ use pgq_core::sqlx::PgPool;
 use pgq_core::{ConsumerName, NewEvent, QueueName};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) fn q(s: &str) -> QueueName {
-    QueueName::new(s).unwrap()
-}
-
-pub(crate) fn c(s: &str) -> ConsumerName {
-    ConsumerName::new(s).unwrap()
-}
+pub(crate) use pgq_testkit::{c, q, wait_for};
 
 /// Create `queue`; the consumer registers itself.
 pub(crate) async fn queue(pool: &PgPool, name: &str) -> QueueName {
@@ -68,20 +62,6 @@ pub(crate) fn ticker(pool: &PgPool, queue: &QueueName) -> CancellationToken {
         }
     });
     stop
-}
-
-/// Wait until `cond` holds; panics with `what` after a minute (a hang guard, not a timing
-/// assertion).
-pub(crate) async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `count(*)` of a query.

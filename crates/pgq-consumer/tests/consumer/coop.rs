@@ -326,9 +326,12 @@ async fn the_heartbeat_keeps_a_slow_handler_s_batch_from_being_taken_over() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let q = queue(pool, "coop_slow").await;
-    let dead = Duration::from_secs(1);
+    // A heartbeat far more often than the dead interval: a live member that a loaded machine
+    // delays by a few seconds must still not look dead.
+    let dead = Duration::from_secs(4);
     let a = member(&member_pool(&db).await, &q, "a")
         .dead_interval(dead)
+        .heartbeat_interval(Duration::from_millis(200))
         .build()
         .unwrap();
     let b = member(pool, &q, "b").dead_interval(dead).build().unwrap();
@@ -337,13 +340,13 @@ async fn the_heartbeat_keeps_a_slow_handler_s_batch_from_being_taken_over() {
     produce(pool, &q, 0, 3).await;
     tick(pool, &q).await;
 
-    // Each event takes as long as the dead interval: the batch takes three times that.
+    // Each event takes half the dead interval: the batch takes one and a half times that.
     let handled = Arc::new(Mutex::new(Vec::new()));
     let seen = handled.clone();
     let handler = handler_fn(move |ev: Event| {
         let seen = seen.clone();
         async move {
-            tokio::time::sleep(dead).await;
+            tokio::time::sleep(dead / 2).await;
             seen.lock().unwrap().push(ev.ev_id);
             Ok::<_, HandlerError>(())
         }
@@ -383,9 +386,11 @@ async fn the_heartbeat_keeps_a_slow_handler_s_batch_from_being_taken_over() {
     );
     shutdown.cancel();
     run.await.unwrap().unwrap();
-    assert!(
-        pgq_core::coop_finish_batch(pool, taken).await.is_err(),
-        "a finished its batch itself"
+    let e = pgq_core::coop_finish_batch(pool, taken).await.unwrap_err();
+    assert_eq!(
+        e.kind(),
+        pgq_core::ErrorKind::BatchNotFound,
+        "a finished its batch itself: {e}"
     );
 }
 
@@ -606,5 +611,6 @@ async fn names_with_a_dot_and_bad_intervals_are_refused_at_build_time() {
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(CoopMember::new(qn.clone(), c("g.x"), c("m")).is_err());
+    let e = CoopMember::new(qn.clone(), c("g.x"), c("m")).unwrap_err();
+    assert_eq!(e.kind(), pgq_core::ErrorKind::InvalidName, "{e}");
 }

@@ -5,4 +5,8 @@ mod batch;
 mod common;
 mod coop;
 mod crash;
+mod dead_letters;
+mod halfopen;
+mod registration;
 mod run;
+mod typed;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use pgq_consumer::{
-    Backoff, Consumer, DeadLetterEvent, DeadLetterMeta, Delivery, EventContext, Handler,
-    HandlerError, handler_fn,
+    Backoff, Consumer, DeadLetter, DeadLetterEvent, DeadLetterMeta, Delivery, EventContext,
+    Handler, HandlerError, handler_fn,
 };
 use pgq_core::sqlx::PgPool;
 use pgq_core::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -76,6 +76,7 @@ async fn events_reach_the_dead_letter_queue_after_max_retries_with_their_reason(
     let pool = db.pool();
     let (q, dlq) = queue_with_dlq(pool, "orders").await;
     let consumer = builder(pool, &q, "c")
+        .dead_letter(DeadLetter::Queue(dlq.clone()))
         .max_retries(2)
         .retry_backoff(Backoff::constant(Duration::ZERO))
         .poll_interval(Duration::from_millis(50))
@@ -145,6 +146,7 @@ async fn a_batch_with_more_dead_letters_than_fetch_size_is_dead_lettered_once() 
     let pool = db.pool();
     let (q, dlq) = queue_with_dlq(pool, "many_dead").await;
     let consumer = builder(pool, &q, "c")
+        .dead_letter(DeadLetter::Queue(dlq.clone()))
         .fetch_size(3)
         .max_retries(1)
         .retry_backoff(Backoff::constant(Duration::ZERO))
@@ -182,12 +184,29 @@ async fn a_batch_with_more_dead_letters_than_fetch_size_is_dead_lettered_once() 
         async move { collect_dead(&pool, &dlq, &dead).await >= 20 }
     })
     .await;
-    // Nothing more arrives later.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing more arrives later: with the stand-in ticker stopped, retries are moved and
+    // ticked by hand until none is left and the consumer has finished the newest tick, so
+    // every event has had its last handling (a second dead letter would show below).
+    stop_ticker.cancel();
+    wait_for("the consumer to finish every batch and retry", || async {
+        if count(pool, "select count(*) from pgq.retry_queue").await > 0 {
+            crate::common::retry_step_and_tick(pool, &q).await;
+            return false;
+        }
+        let info = pgq_core::get_consumer_info(pool, &q, &c("c"))
+            .await
+            .unwrap()
+            .expect("registered");
+        let newest = pgq_core::get_queue_info(pool, &q)
+            .await
+            .unwrap()
+            .last_tick_id;
+        info.current_batch.is_none() && info.last_tick == newest
+    })
+    .await;
     collect_dead(pool, &dlq, &dead).await;
     shutdown.cancel();
     run.await.unwrap().unwrap();
-    stop_ticker.cancel();
 
     let mut dead: Vec<u32> = dead
         .lock()
@@ -386,12 +405,12 @@ async fn exactly_once_rolls_back_a_failed_handlers_writes() {
         let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
         async move { consumer.run(WriteTarget { fail_on: "5" }, shutdown).await }
     });
-    let dlq = crate::common::q("eo_dlq");
     let dead_letters = || async {
-        match pgq_core::current_event_table(pool, &dlq).await {
-            Ok(table) => count(pool, &format!("select count(*) from {table}")).await,
-            Err(_) => 0, // not created yet
-        }
+        count(
+            pool,
+            "select count(*) from pgq_rs.dead_letter where dl_queue = 'eo' and ev_data = '5'",
+        )
+        .await
     };
     wait_for("the batch to be consumed", || async {
         count(pool, "select count(*) from target").await >= 9 && dead_letters().await > 0
@@ -507,7 +526,11 @@ async fn the_tick_trigger_notifies_whoever_ticks() {
     pgq_core::force_tick(pool, &other).await.unwrap();
     produce(pool, &q, 0, 1).await;
     pgq_core::force_tick(pool, &q).await.unwrap();
-    assert!(pgq_core::ticker(&admin).await.unwrap() >= 2);
+    assert_eq!(
+        pgq_core::ticker(&admin).await.unwrap(),
+        2,
+        "both queues ticked"
+    );
     let mut payloads = Vec::new();
     while payloads.len() < 2 {
         let n = tokio::time::timeout(Duration::from_secs(30), listener.recv())

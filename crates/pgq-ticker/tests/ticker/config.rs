@@ -26,6 +26,14 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// The configuration the binary would run with for config file `path`.
+fn config_of(path: &str) -> pgq_ticker::Result<pgq_ticker::Config> {
+    pgq_ticker::Config::from_args(&pgq_ticker::Args {
+        config: Some(path.into()),
+        ..Default::default()
+    })
+}
+
 #[test]
 fn every_pgqd_ini_key_is_parsed() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,6 +80,49 @@ fn every_pgqd_ini_key_is_parsed() {
     ] {
         assert!(out.contains(want), "{want} in {out}");
     }
+    // The keys --check-config does not print: log file, pid file, syslog.
+    let cfg = config_of(&ini).unwrap();
+    assert_eq!(
+        cfg.logfile.as_deref(),
+        Some(std::path::Path::new("/tmp/pgq-ticker-test.log"))
+    );
+    assert_eq!(
+        cfg.pidfile.as_deref(),
+        Some(std::path::Path::new("/tmp/pgq-ticker-test.pid"))
+    );
+    assert_eq!(
+        cfg.notes,
+        Vec::<String>::new(),
+        "syslog = 0: nothing to note"
+    );
+    let syslog_on = write(
+        &dir,
+        "syslog.ini",
+        "[pgqd]\nbase_connstr = host=127.0.0.1\ndatabase_list = a\nsyslog = 1\n\
+         syslog_ident = pgqd\nsyslog_facility = daemon\n",
+    );
+    let notes = config_of(&syslog_on).unwrap().notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("syslog = 1 is not supported")),
+        "{notes:?}"
+    );
+    let syslog_bad = write(
+        &dir,
+        "syslog_bad.ini",
+        "[pgqd]\nbase_connstr = host=127.0.0.1\ndatabase_list = a\nsyslog = maybe\n",
+    );
+    let err = config_of(&syslog_bad).unwrap_err().to_string();
+    assert!(err.contains("syslog must be 0 or 1"), "{err}");
+    // syslog_ident and syslog_facility are known keys (accepted above), unlike a misspelt one.
+    let misspelt = write(
+        &dir,
+        "misspelt.ini",
+        "[pgqd]\nbase_connstr = host=127.0.0.1\ndatabase_list = a\nsyslog_identity = pgqd\n",
+    );
+    let err = config_of(&misspelt).unwrap_err().to_string();
+    assert!(err.contains("unknown key"), "{err}");
     // Without database_list: discovery through initial_database.
     let ini = write(
         &dir,

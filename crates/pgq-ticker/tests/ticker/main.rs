@@ -3,4 +3,6 @@
 mod basic;
 mod config;
 mod ha;
+mod halfopen;
+mod hostile;
 mod util;

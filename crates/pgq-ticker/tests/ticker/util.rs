@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,10 +12,15 @@ use sqlx::PgPool;
 /// How long any eventual condition may take before a test fails (generous: a busy machine).
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
+/// How many log lines a [`TickerProc`] keeps.
+pub(crate) const MAX_KEPT_LINES: usize = 100_000;
+
 /// A running `pgq-ticker` process; SIGKILLed when dropped.
 pub(crate) struct TickerProc {
     pub(crate) child: Child,
     pub(crate) log: Arc<Mutex<Vec<String>>>,
+    /// Lines written so far (`log` keeps only the first [`MAX_KEPT_LINES`]).
+    pub(crate) lines: Arc<AtomicUsize>,
     pub(crate) http: Option<u16>,
     /// The thread copying stderr into `log`; joined once the process has exited.
     reader: Option<std::thread::JoinHandle<()>>,
@@ -28,8 +34,23 @@ impl TickerProc {
 
     /// Start the binary with `args`, plus `--http` on a free port when `http` is set.
     pub(crate) fn spawn_http(args: &[&str], http: bool) -> TickerProc {
+        TickerProc::spawn_limited(args, http, None)
+    }
+
+    /// [`TickerProc::spawn_http`], with the open-files limit set to `nofile` (`ulimit -n`).
+    pub(crate) fn spawn_limited(args: &[&str], http: bool, nofile: Option<u32>) -> TickerProc {
         let port = http.then(free_port);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgq-ticker"));
+        let bin = env!("CARGO_BIN_EXE_pgq-ticker");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(args)
             .env("RUST_LOG", "pgq_ticker=debug")
             .env_remove("DATABASE_URL")
@@ -43,14 +64,20 @@ impl TickerProc {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
+        let lines = Arc::new(AtomicUsize::new(0));
+        let count = lines.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                // Count every line, keep the first ones (a runaway log must not eat the memory).
+                if count.fetch_add(1, Ordering::Relaxed) < MAX_KEPT_LINES {
+                    sink.lock().unwrap().push(line);
+                }
             }
         });
         TickerProc {
             child,
             log,
+            lines,
             http: port,
             reader: Some(reader),
         }
@@ -174,7 +201,7 @@ pub(crate) async fn busy_queue(pool: &PgPool, name: &str) {
         .unwrap();
 }
 
-/// Number of ticks of `queue`.
+/// Number of ticks of `queue` (a database error fails the test: it is not "no ticks").
 pub(crate) async fn tick_count(pool: &PgPool, queue: &str) -> i64 {
     sqlx::query_scalar(
         "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue where q.queue_name = $1",
@@ -182,7 +209,7 @@ pub(crate) async fn tick_count(pool: &PgPool, queue: &str) -> i64 {
     .bind(queue)
     .fetch_one(pool)
     .await
-    .unwrap_or(0)
+    .unwrap_or_else(|e| panic!("counting the ticks of {queue}: {e}"))
 }
 
 /// Wait until `queue` has more than `n` ticks; the new count.
