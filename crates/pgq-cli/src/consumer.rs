@@ -77,7 +77,8 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: ConsumerCmd) -> Result<()
             };
             let created = match tick {
                 Some(t) => pgq_core::register_consumer_at(&mut *db, &queue, &name, t).await,
-                None => pgq_core::register_consumer(&mut *db, &queue, &name).await,
+                // Atomic: two `pgq consumer register` at once register it once, no error.
+                None => pgq_core::register_consumer_if_new(&mut *db, &queue, &name, None).await,
             }
             .consumer(&queue, &name)?;
             let info = pgq_core::get_consumer_info(&mut *db, &queue, &name).await?;

@@ -127,8 +127,16 @@ async fn touch<S: BatchSource>(inner: &Inner<S>, conn: &mut Option<PgConnection>
     let timeout = inner.config.database_timeout;
     if conn.is_none() {
         let options = inner.pool.connect_options();
-        let connected = match tokio::time::timeout(timeout, options.connect()).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
+        let session = async {
+            let mut c = options.connect().await.map_err(|e| e.to_string())?;
+            // Server-side keepalives: the server ends the session of a partitioned member.
+            pgq_core::configure_session(&mut c, &pgq_core::SessionSettings::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(c)
+        };
+        let connected = match tokio::time::timeout(timeout, session).await {
+            Ok(r) => r,
             Err(_) => Err(format!(
                 "no answer within {}s (database_timeout)",
                 timeout.as_secs_f64()

@@ -415,7 +415,7 @@ impl<S: BatchSource> Consumer<S> {
         failures = 0;
         // The loop keeps its connection between rounds: taking one from the pool again would
         // cost a round trip (the pool's liveness check) on every wakeup while events flow.
-        let mut conn = KeptConnection::default();
+        let mut conn = KeptConnection::new(cfg.database_timeout);
         let result = loop {
             if shutdown.is_cancelled() {
                 break Ok(());
@@ -523,17 +523,39 @@ impl<S: BatchSource> Consumer<S> {
 /// [`KeptConnection::FRESH`] goes back to the pool (also while the loop waits for a wakeup), so a
 /// connection broken during a quiet spell is noticed by the pool's liveness check rather than by
 /// a failed round. With a `poll_interval` shorter than that, every poll uses it and it is kept.
-#[derive(Default)]
-struct KeptConnection(Option<(PoolConnection<Postgres>, Instant)>);
+///
+/// A connection goes back to the pool only after it answered a ping within `database_timeout`
+/// (in the background): sqlx's own check on return has no timeout, and would hold a pool slot
+/// forever on a connection that went half-open during the quiet spell. One that does not answer
+/// is closed.
+struct KeptConnection(Option<(PoolConnection<Postgres>, Instant)>, Duration);
 
 impl KeptConnection {
     const FRESH: Duration = Duration::from_secs(1);
 
+    fn new(timeout: Duration) -> KeptConnection {
+        KeptConnection(None, timeout)
+    }
+
     fn take(&mut self) -> Option<PoolConnection<Postgres>> {
-        self.0
-            .take()
-            .filter(|(_, used)| used.elapsed() < Self::FRESH)
-            .map(|(conn, _)| conn)
+        let (conn, used) = self.0.take()?;
+        if used.elapsed() < Self::FRESH {
+            return Some(conn);
+        }
+        self.release(conn);
+        None
+    }
+
+    /// Give `conn` back to the pool if it answers a ping in time; else close it.
+    fn release(&self, mut conn: PoolConnection<Postgres>) {
+        use pgq_core::sqlx::Connection;
+        let timeout = self.1;
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, conn.ping()).await {
+                Ok(Ok(())) => drop(conn),
+                _ => drop(conn.detach()),
+            }
+        });
     }
 
     fn keep(&mut self, conn: PoolConnection<Postgres>) {
@@ -553,7 +575,9 @@ impl KeptConnection {
         }
         match wakeups.wait(Self::FRESH, shutdown).await {
             Wake::Poll => {
-                self.0 = None;
+                if let Some((conn, _)) = self.0.take() {
+                    self.release(conn);
+                }
                 wakeups.wait(poll - Self::FRESH, shutdown).await
             }
             wake => wake,

@@ -101,6 +101,14 @@ async fn open_listener(pool: &PgPool, timeout: Duration) -> pgq_core::Result<(Pg
         .max_connections(1)
         .min_connections(0)
         .acquire_timeout(timeout)
+        // Server-side keepalives: the server ends the session of a partitioned listener.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                pgq_core::configure_session(conn, &pgq_core::SessionSettings::default())
+                    .await
+                    .map_err(|e| pgq_core::sqlx::Error::Configuration(e.into()))
+            })
+        })
         .connect_lazy_with((*pool.connect_options()).clone());
     let listener = pgq_core::tick_listener(&own).await?;
     Ok((own, listener))

@@ -129,7 +129,10 @@ impl TestDb {
         if !granted.trim().is_empty() {
             sql.push_str(&format!("; GRANT {granted} TO {role}"));
         }
-        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await {
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&self.pool)
+            .await
+        {
             panic!("pgq-testkit: could not create role {name}: {e}");
         }
         name

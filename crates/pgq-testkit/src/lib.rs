@@ -27,6 +27,9 @@
 //! - Helpers every suite needs, in one place: [`q`] / [`c`] (names), [`eventually`] /
 //!   [`wait_for`] (polling with a hang guard, [`DEADLINE`]), [`tick_count`], [`rss_kib`],
 //!   [`free_port`].
+//! - [`Process`]: a workspace binary (`pgq`, `pgq-ticker`, found by [`workspace_bin`], started
+//!   by [`command`] without the caller's connection variables) running as a child process whose
+//!   standard error is collected; SIGKILLed when dropped.
 //! - `PGQ_TEST_DATABASE_URL=postgres://superuser@host:port/db` makes [`Cluster::shared`] use that
 //!   existing server instead of starting one.
 //!
@@ -40,6 +43,7 @@ mod cluster;
 mod db;
 mod error;
 mod helpers;
+mod process;
 mod relay;
 mod sys;
 
@@ -47,4 +51,5 @@ pub use cluster::Cluster;
 pub use db::TestDb;
 pub use error::Error;
 pub use helpers::{DEADLINE, c, eventually, free_port, q, rss_kib, tick_count, wait_for};
+pub use process::{CONNECTION_VARS, Process, command, workspace_bin};
 pub use relay::Relay;
