@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pgq::consumer::{
-    Backoff, CancellationToken, Consumer, Delivery, EventContext, Handler, HandlerError,
+    Backoff, CancellationToken, Consumer, Delivery, ExactlyOnceHandler, HandlerError,
 };
-use pgq::core::sqlx::{self, Connection};
+use pgq::core::sqlx::{self, Connection, PgConnection};
 use pgq::core::{self as core, ConsumerName, DeadLetterFilter, Event, QueueConfig, QueueName};
 use pgq::producer::{Extras, Producer, TypedEvent};
 
@@ -53,8 +53,8 @@ const ORDERS: i64 = 40;
 /// Billing: one ledger row per order, in the batch's transaction.
 struct Billing;
 
-impl Handler for Billing {
-    async fn handle(&self, ev: &Event, ctx: &mut EventContext<'_>) -> Result<(), HandlerError> {
+impl ExactlyOnceHandler for Billing {
+    async fn handle(&self, ev: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
         let order: OrderPlaced = ev.decode()?;
         if order.order_id == DECLINED {
             return Err(HandlerError::new(format!(
@@ -62,7 +62,6 @@ impl Handler for Billing {
                 order.customer, order.order_id
             )));
         }
-        let tx = ctx.transaction().expect("built with Delivery::ExactlyOnce");
         sqlx::query("insert into outbox_ledger (order_id, ev_id, cents) values ($1, $2, $3)")
             .bind(order.order_id)
             .bind(ev.ev_id)
@@ -154,7 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let stop = CancellationToken::new();
     let run = tokio::spawn({
         let (consumer, stop) = (consumer.clone(), stop.clone());
-        async move { consumer.run(Billing, stop).await }
+        async move { consumer.run_exactly_once(Billing, stop).await }
     });
     let only_ours = DeadLetterFilter {
         queue: Some(queue.clone()),

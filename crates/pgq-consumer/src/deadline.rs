@@ -2,16 +2,19 @@
 //! awaits between two handler calls (taking a connection, `next_batch`, each row of a streamed
 //! batch, opening, retrying, dead-lettering and finishing a batch). The handler's own time does
 //! not count: the handlers are wrapped ([`Timed`], [`TimedBatch`]) so that the watchdog pauses
-//! while one runs and starts afresh when it returns.
+//! while one runs and starts afresh when it returns. The wrappers also contain a handler's
+//! panic: it fails the event (or batch) like an error, logged with the event id.
 //!
 //! Without it, a half-open connection (the network drops packets without a FIN, a middlebox
 //! hangs) leaves a statement waiting for an answer that never comes: sqlx's sockets have no TCP
 //! keepalive. On expiry the caller drops the connection without reusing it.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use pgq_core::Event;
 
 use crate::batch::Batch;
@@ -101,7 +104,42 @@ pub(crate) struct Timed<H> {
 impl<H: Handler> Handler for Timed<H> {
     async fn handle(&self, event: &Event, ctx: &mut EventContext<'_>) -> Result<(), HandlerError> {
         let _paused = self.deadline.pause();
-        self.handler.handle(event, ctx).await
+        // A panicking handler fails its event (retried, then dead-lettered) instead of taking
+        // the service down.
+        match AssertUnwindSafe(self.handler.handle(event, ctx))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(ev_id = event.ev_id, panic = %message, "handler panicked");
+                Err(HandlerError::new(HandlerPanicked(message)))
+            }
+        }
+    }
+}
+
+/// The failure of an event whose handler panicked.
+#[derive(Debug)]
+struct HandlerPanicked(String);
+
+impl std::fmt::Display for HandlerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler panicked: {}", self.0)
+    }
+}
+
+impl std::error::Error for HandlerPanicked {}
+
+/// The message of a panic payload (`&str` or `String`, as `panic!` makes them).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-string panic payload)".to_owned()
     }
 }
 
@@ -115,6 +153,17 @@ pub(crate) struct TimedBatch<H> {
 impl<S: BatchSource, H: BatchHandler<S>> BatchHandler<S> for TimedBatch<H> {
     async fn handle_batch(&self, batch: &mut Batch<'_, S>) -> Result<(), HandlerError> {
         let _paused = self.deadline.pause();
-        self.handler.handle_batch(batch).await
+        let id = batch.info().batch_id;
+        match AssertUnwindSafe(self.handler.handle_batch(batch))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(batch_id = id.get(), panic = %message, "batch handler panicked");
+                Err(HandlerError::new(HandlerPanicked(message)))
+            }
+        }
     }
 }

@@ -145,6 +145,49 @@ pub trait Handler: Send + Sync {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
+/// An exactly-once handler for [`crate::Consumer::run_exactly_once`]: it gets the batch's
+/// transaction itself, not an `Option`. Its writes there commit together with the batch's finish
+/// and roll back when it fails.
+///
+/// ```
+/// use pgq_consumer::{ExactlyOnceHandler, HandlerError};
+/// use pgq_core::{Event, sqlx::{self, PgConnection}};
+///
+/// struct Ledger;
+///
+/// impl ExactlyOnceHandler for Ledger {
+///     async fn handle(&self, ev: &Event, tx: &mut PgConnection) -> Result<(), HandlerError> {
+///         sqlx::query("insert into ledger (ev_id) values ($1)")
+///             .bind(ev.ev_id)
+///             .execute(&mut *tx)
+///             .await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait ExactlyOnceHandler: Send + Sync {
+    /// Handle one event, writing through `tx`. An error retries it (or dead-letters it).
+    fn handle(
+        &self,
+        event: &Event,
+        tx: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Runs an [`ExactlyOnceHandler`] as a [`Handler`] (the run loop checked the delivery mode).
+pub(crate) struct InTransaction<H>(pub(crate) H);
+
+impl<H: ExactlyOnceHandler> Handler for InTransaction<H> {
+    async fn handle(&self, event: &Event, ctx: &mut EventContext<'_>) -> Result<(), HandlerError> {
+        match ctx.transaction() {
+            Some(tx) => self.0.handle(event, tx).await,
+            None => Err(HandlerError::new(
+                "internal error: an exactly-once handler ran without the batch's transaction",
+            )),
+        }
+    }
+}
+
 /// A per-batch handler for [`crate::Consumer::run_batches`]: it reads the batch itself
 /// ([`Batch::next_event`], [`Batch::next_chunk`]) and may retry events ([`Batch::retry`]); the
 /// run loop finishes the batch when it returns `Ok`. It must read the batch to the end (or call

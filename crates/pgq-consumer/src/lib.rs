@@ -97,7 +97,8 @@ pub use coop::{CoopConsumer, CoopMember};
 pub use dead_letter::{DeadLetterEvent, DeadLetterMeta};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handler::{
-    BatchHandler, EventContext, FailureAction, Handler, HandlerError, HandlerFn, handler_fn,
+    BatchHandler, EventContext, ExactlyOnceHandler, FailureAction, Handler, HandlerError,
+    HandlerFn, handler_fn,
 };
 pub use source::{BatchSource, Subscription};
 

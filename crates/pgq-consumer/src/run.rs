@@ -15,7 +15,9 @@ use crate::batch::{Batch, Failures, batch_metrics, batch_span};
 use crate::config::{Delivery, Shutdown};
 use crate::deadline::{Deadline, Timed, TimedBatch};
 use crate::error::{Error, Result};
-use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
+use crate::handler::{
+    BatchHandler, EventContext, ExactlyOnceHandler, Handler, HandlerError, InTransaction,
+};
 use crate::heartbeat::Heartbeat;
 use crate::source::BatchSource;
 use crate::wakeup::{Wake, Wakeups, sleep_or_cancel};
@@ -347,6 +349,24 @@ impl<S: BatchSource> Consumer<S> {
         };
         self.run_loop(&EventDriver(handler), &deadline, &shutdown)
             .await
+    }
+
+    /// [`Consumer::run`] with an [`ExactlyOnceHandler`], which gets the batch's transaction
+    /// directly. The consumer must be built with [`Delivery::ExactlyOnce`]; otherwise this
+    /// returns [`Error::Config`] before touching the database.
+    pub async fn run_exactly_once<H: ExactlyOnceHandler>(
+        &self,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        if self.inner.config.delivery != Delivery::ExactlyOnce {
+            return Err(Error::Config(
+                "run_exactly_once needs a consumer built with \
+                 .delivery(Delivery::ExactlyOnce): its handler writes in the batch's transaction"
+                    .into(),
+            ));
+        }
+        self.run(InTransaction(handler), shutdown).await
     }
 
     /// Run the consumer with a per-batch handler until `shutdown` is cancelled; see

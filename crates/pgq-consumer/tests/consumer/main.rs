@@ -7,6 +7,8 @@ mod coop;
 mod crash;
 mod dead_letters;
 mod halfopen;
+mod panics;
+mod promises;
 mod registration;
 mod run;
 mod typed;
