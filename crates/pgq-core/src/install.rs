@@ -31,7 +31,7 @@ pub struct InstallReport {
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
-    let mut m = sqlx::migrate!("../../migrations");
+    let mut m = sqlx::migrate!("./migrations");
     m.dangerous_set_table_name(format!("{OUR_SCHEMA}._sqlx_migrations"));
     m.create_schema(OUR_SCHEMA);
     m
