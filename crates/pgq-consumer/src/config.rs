@@ -137,7 +137,7 @@ pub enum DeadLetter {
     /// The durable dead-letter table `pgq_rs.dead_letter` (the default): one row per event with
     /// the queue, the consumer, the whole event (NULL stays NULL), the retry count, the reason
     /// and the time, written in the batch's transaction (`pgq_reader` is enough). Never rotated:
-    /// a dead letter stays until it is replayed or purged (`pgq dlq`, [`pgq_core::dead_letters`]).
+    /// a dead letter stays until it is replayed or purged (`pgq dlq`, [`pgq_core::list_dead_letters`] and friends).
     #[default]
     Table,
     /// This pgq queue, inserted in the batch's transaction (`pgq_writer`). The event keeps its

@@ -1,7 +1,7 @@
 //! Dead letters: events that failed their last retry.
 //!
 //! By default they go to the durable table `pgq_rs.dead_letter` ([`crate::DeadLetter::Table`];
-//! read, replay and purge them with [`pgq_core::dead_letters`] or `pgq dlq`). In a dead-letter
+//! read, replay and purge them with [`pgq_core::list_dead_letters`] and friends or `pgq dlq`). In a dead-letter
 //! *queue* ([`crate::DeadLetter::Queue`]) an event keeps its type, payload and extra1..extra3;
 //! extra4 holds a JSON object with the reason, the retry count, where it came from and the
 //! original extra4 (see [`DeadLetterMeta`]).

@@ -31,7 +31,7 @@ pub const APPLICATION_NAME: &str = "pgq-ticker";
                   or humantime (`500ms`, `2m`)."
 )]
 pub struct Args {
-    /// Config file: a pgqd.ini (with a [pgqd] section, read as is) or a TOML file.
+    /// Config file: a pgqd.ini (with a `[pgqd]` section, read as is) or a TOML file.
     #[arg(value_name = "CONFIG")]
     pub config: Option<PathBuf>,
     /// A database to tick (URL or libpq "key=value" string); repeat for several.
