@@ -385,14 +385,16 @@ fn ticker_config(dir: &Path, name: &str, relay: &Relay, url: &str) -> PathBuf {
 #[derive(Debug, Default)]
 struct Faults {
     kills: HashMap<&'static str, u32>,
-    terminated: u32,
+    /// `pg_terminate_backend` rounds, and the sessions they ended.
+    terminations: u32,
+    sessions_ended: u32,
     restarts: u32,
     freezes: u32,
 }
 
 impl Faults {
     fn total(&self) -> u32 {
-        self.kills.values().sum::<u32>() + self.terminated + self.restarts + self.freezes
+        self.kills.values().sum::<u32>() + self.terminations + self.restarts + self.freezes
     }
 }
 
@@ -615,7 +617,11 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
                 fleet.kill(role, Some(Duration::from_millis(rng.u64(0..=4000))));
                 *faults.kills.entry(role).or_default() += 1;
             }
-            4..7 => faults.terminated += terminate_sessions(&pool, &mut rng).await,
+            4..7 => {
+                let ended = terminate_sessions(&pool, &mut rng).await;
+                faults.terminations += u32::from(ended > 0);
+                faults.sessions_ended += ended;
+            }
             7..9 => {
                 let i = rng.usize(..2);
                 if thaw_at[i].is_none() {

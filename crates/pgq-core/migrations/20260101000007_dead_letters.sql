@@ -43,14 +43,35 @@ GRANT SELECT, INSERT ON pgq_rs.dead_letter TO pgq_reader;
 GRANT USAGE ON SEQUENCE pgq_rs.dead_letter_dl_id_seq TO pgq_reader;
 GRANT SELECT, DELETE ON pgq_rs.dead_letter TO pgq_admin;
 
+-- Raise 'dead letters not found: {..}' when an id asked for (i_ids; NULL: none asked for) is not
+-- among those found, so that replay and purge change nothing for a mistyped id.
+CREATE OR REPLACE FUNCTION pgq_rs.dead_letters_found(i_ids bigint[], i_found bigint[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+declare
+    missing bigint[];
+begin
+    select array_agg(x order by x) into missing
+      from (select distinct unnest(i_ids) as x) u
+     where x <> all (coalesce(i_found, '{}'));
+    if missing is not null then
+        raise exception 'dead letters not found: %', missing;
+    end if;
+end;
+$$;
+
+GRANT EXECUTE ON FUNCTION pgq_rs.dead_letters_found(bigint[], bigint[]) TO pgq_writer, pgq_admin;
+
 -- Put dead letters back into a queue as new events, and remove them, in one transaction.
 --
 -- Selects the rows by id (i_ids), or every row when i_ids is NULL, narrowed by queue and consumer
--- when given. An id in i_ids that matches no row raises 'dead letters not found: {..}' and changes
--- nothing. Each event goes to i_to_queue, or to the queue it came from when that is NULL, with its
--- type, data and extra1..4 unchanged (pgq gives it a new id and time). The rows are locked first,
--- so two replays of the same dead letter cannot both insert it. Any failure (a queue that does
--- not exist, inserts disabled) raises and keeps every row. Returns (dl_id, queue, new ev_id).
+-- when given, and locks them first, so two replays of the same dead letter cannot both insert
+-- it. An id that matches no row raises and changes nothing. Each event goes to i_to_queue, or to
+-- the queue it came from when that is NULL, with its type, data and extra1..4 unchanged (pgq
+-- gives it a new id and time). Any failure (a queue that does not exist, inserts disabled)
+-- raises and keeps every row. Returns (dl_id, queue, new ev_id).
 CREATE OR REPLACE FUNCTION pgq_rs.dead_letter_replay(
     i_ids bigint[],
     i_queue text,
@@ -64,7 +85,6 @@ AS $$
 declare
     r       record;
     locked  bigint[];
-    missing bigint[];
 begin
     select coalesce(array_agg(s.id), '{}') into locked
       from (select d.dl_id as id
@@ -74,14 +94,7 @@ begin
                and (i_consumer is null or d.dl_consumer = i_consumer)
              order by d.dl_id
                for update) s;
-    if i_ids is not null then
-        select array_agg(x order by x) into missing
-          from (select distinct unnest(i_ids) as x) u
-         where x <> all (locked);
-        if missing is not null then
-            raise exception 'dead letters not found: %', missing;
-        end if;
-    end if;
+    perform pgq_rs.dead_letters_found(i_ids, locked);
     for r in
         select d.dl_id, d.dl_queue, d.ev_type, d.ev_data,
                d.ev_extra1, d.ev_extra2, d.ev_extra3, d.ev_extra4
@@ -103,8 +116,8 @@ REVOKE ALL ON FUNCTION pgq_rs.dead_letter_replay(bigint[], text, text, text) FRO
 GRANT EXECUTE ON FUNCTION pgq_rs.dead_letter_replay(bigint[], text, text, text) TO pgq_writer;
 
 -- Delete dead letters: by id (i_ids), or all (i_ids NULL), narrowed by queue and by age (failed
--- before now() - i_older_than). As dead_letter_replay, an id that matches no row raises and
--- deletes nothing. Runs with the caller's rights: DELETE on the table is pgq_admin's.
+-- before now() - i_older_than). An id that matches no row raises, which undoes the delete.
+-- Runs with the caller's rights: DELETE on the table is pgq_admin's. Returns the ids deleted.
 CREATE OR REPLACE FUNCTION pgq_rs.dead_letter_purge(
     i_ids bigint[],
     i_queue text,
@@ -114,27 +127,17 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 declare
-    locked  bigint[];
-    missing bigint[];
+    gone bigint[];
 begin
-    select coalesce(array_agg(s.id), '{}') into locked
-      from (select d.dl_id as id
-              from pgq_rs.dead_letter d
-             where (i_ids is null or d.dl_id = any (i_ids))
-               and (i_queue is null or d.dl_queue = i_queue)
-               and (i_older_than is null or d.dl_failed_at < now() - i_older_than)
-             order by d.dl_id
-               for update) s;
-    if i_ids is not null then
-        select array_agg(x order by x) into missing
-          from (select distinct unnest(i_ids) as x) u
-         where x <> all (locked);
-        if missing is not null then
-            raise exception 'dead letters not found: %', missing;
-        end if;
-    end if;
-    return query
-        delete from pgq_rs.dead_letter d where d.dl_id = any (locked) returning d.dl_id;
+    with deleted as (
+        delete from pgq_rs.dead_letter d
+         where (i_ids is null or d.dl_id = any (i_ids))
+           and (i_queue is null or d.dl_queue = i_queue)
+           and (i_older_than is null or d.dl_failed_at < now() - i_older_than)
+        returning d.dl_id)
+    select coalesce(array_agg(deleted.dl_id order by deleted.dl_id), '{}') into gone from deleted;
+    perform pgq_rs.dead_letters_found(i_ids, gone);
+    return query select unnest(gone);
 end;
 $$;
 

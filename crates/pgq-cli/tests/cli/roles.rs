@@ -140,3 +140,37 @@ async fn tick_names_pgq_admin_the_first_time() {
     let r = json_as(&admin, &["tick", "q"]);
     assert!(r["tick_id"].is_i64(), "{r}");
 }
+
+/// Dead letters with the least roles (README, `pgq dlq`): pgq_reader lists and shows, pgq_writer
+/// replays, pgq_admin purges; a role without the privilege is told which role to grant and
+/// nothing changes.
+#[tokio::test]
+async fn dead_letter_commands_need_the_roles_the_readme_names() {
+    let db = TestDb::new().await;
+    ok(&db, &["queue", "create", "q"]);
+    exec(
+        &db,
+        "insert into pgq_rs.dead_letter (dl_queue, dl_consumer, ev_id, ev_time, ev_type, ev_data, dl_reason) \
+         values ('q', 'c', 1, now(), 't', 'a', 'boom'), ('q', 'c', 2, now(), 't', 'b', 'boom')",
+    )
+    .await;
+    let reader = role_url(&db, "dl_reader", "pgq_reader").await;
+    let writer = role_url(&db, "dl_writer", "pgq_writer").await;
+    let admin = role_url(&db, "dl_admin", "pgq_admin").await;
+    let listed = json_as(&reader, &["dlq", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let id = listed[0]["id"].as_i64().unwrap().to_string();
+    let shown = json_as(&reader, &["dlq", "show", &id]);
+    assert_eq!(shown["data"], "b");
+
+    let err = run_fails(as_role(&reader, &["dlq", "replay", &id]), &["replay"], 1);
+    assert!(err.contains("pgq_writer"), "{err}");
+    let err = run_fails(as_role(&writer, &["dlq", "purge", &id, "--yes"]), &["purge"], 1);
+    assert!(err.contains("pgq_admin"), "{err}");
+    assert_eq!(json_as(&admin, &["dlq", "list"]).as_array().unwrap().len(), 2);
+
+    let replayed = json_as(&writer, &["dlq", "replay", &id]);
+    assert_eq!(replayed["count"], 1);
+    let purged = json_as(&admin, &["dlq", "purge", "--all", "--yes"]);
+    assert_eq!(purged["count"], 1);
+}
