@@ -14,6 +14,14 @@
 //! - `latency-pgqd PERIOD_MS POLL_MS RATE SECS`: the P4 anchors, the same producer and queue with
 //!   pgqd ticking at PERIOD_MS and a consumer polling `next_batch` every POLL_MS.
 //!
+//! - `held ours|pgqd RATE PRE HOLD POST`: P9, the P4 setup (`ours`: pgq-ticker and the run loop;
+//!   `pgqd`: pgqd at 10 ms and a consumer polling every 10 ms with pgqueue's statements) at RATE
+//!   ev/s for PRE + HOLD + POST seconds, while a `REPEATABLE READ` transaction holds the xmin
+//!   horizon during HOLD: latency before / while / after, events undelivered 10 s after the
+//!   producer stops, the backlog when it stops, and what the database did (updates of the
+//!   consumer's `pgq.subscription` row per second, ticks per second, calls and mean time of the
+//!   pgq functions from `pg_stat_user_functions`).
+//!
 //! `PGQ_BENCH_SPLIT=1` (`latency-core` runs) also splits each event's latency into producer round trip,
 //! commit → tick, tick → consumer asks, and the consumer's round trips, on stderr;
 //! `PGQ_BENCH_SPLIT_CSV=FILE` writes every event's times there (µs: sent, committed, tick, asked,
@@ -53,12 +61,22 @@ async fn main() -> Res<()> {
             };
             latency(num(3, 100), num(4, 10), Reader::Poll(pgqd)).await
         }
+        Some("held") => {
+            let who = match args.get(1).map(String::as_str) {
+                Some("pgqd") => Reader::Poll(PgqdPoll {
+                    period_ms: 10,
+                    poll_ms: 10,
+                }),
+                _ => Reader::Consumer,
+            };
+            held(who, num(2, 1000), num(3, 10), num(4, 600), num(5, 40)).await
+        }
         Some("idle") => idle(num(1, 10)).await,
         Some("many") => many(num(1, 200), num(2, 5), num(3, 30)).await,
         _ => {
             eprintln!(
                 "usage: bench_ticker latency RATE SECS | latency-core RATE SECS | latency-pgqd PERIOD_MS POLL_MS RATE SECS \
-                 | idle SECS | many DBS QUEUES SECS"
+                 | held ours|pgqd RATE PRE_SECS HOLD_SECS POST_SECS | idle SECS | many DBS QUEUES SECS"
             );
             std::process::exit(2);
         }
@@ -163,8 +181,9 @@ enum Reader {
     Poll(PgqdPoll),
 }
 
-/// What a consumer collected: latencies (ms) and, for `PGQ_BENCH_SPLIT`, per-event times.
-type Collected = (Vec<f64>, Vec<Recv>);
+/// What a consumer collected: (send time µs, latency ms) per event and, for `PGQ_BENCH_SPLIT`,
+/// per-event times.
+type Collected = (Vec<(i64, f64)>, Vec<Recv>);
 
 /// P4: producer → pgq-ticker (or pgqd) → consumer latency.
 async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
@@ -230,7 +249,8 @@ async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
             committed.push((sent, now_us()));
         }
     }
-    let (mut lat, trace) = consumer_task.await?.map_err(|e| e.to_string())?;
+    let (got, trace) = consumer_task.await?.map_err(|e| e.to_string())?;
+    let mut lat: Vec<f64> = got.iter().map(|g| g.1).collect();
     if split {
         print_split(&committed, &trace);
     }
@@ -289,9 +309,9 @@ async fn run_loop_consumer(
         move |ev: Event| {
             let (lat, stop) = (lat.clone(), stop.clone());
             async move {
-                if let Some((_, ms)) = event_latency_ms(&ev, now_us()) {
+                if let Some(got) = event_latency_ms(&ev, now_us()) {
                     let mut lat = lat.lock().expect("latency list");
-                    lat.push(ms);
+                    lat.push(got);
                     if lat.len() as u64 >= total {
                         stop.cancel();
                     }
@@ -349,7 +369,7 @@ async fn core_consumer(
             let now = now_us();
             for ev in evs {
                 if let Some((sent, ms)) = event_latency_ms(&ev, now) {
-                    lat_ms.push(ms);
+                    lat_ms.push((sent, ms));
                     if split {
                         trace.push(Recv {
                             sent,
@@ -445,6 +465,290 @@ fn print_split(committed: &[(i64, i64)], trace: &[Recv]) {
         .map(|s| format!("{}.{:03}", (s / 1_000_000) % 100, (s / 1000) % 1000))
         .collect();
     eprintln!("  slowest 1% sent at (s.ms): {}", phases.join(" "));
+}
+
+/// Counters of the database at one moment (P9).
+#[derive(Default, Clone)]
+struct DbCounters {
+    at: f64,
+    sub_upd: i64,
+    sub_dead: i64,
+    ticks: i64,
+    /// function name → (calls, total ms)
+    funcs: std::collections::BTreeMap<String, (i64, f64)>,
+}
+
+async fn db_counters(pool: &PgPool, t0: Instant) -> Res<DbCounters> {
+    let (sub_upd, sub_dead): (i64, i64) = sqlx::query_as(
+        "select n_tup_upd, n_dead_tup from pg_stat_user_tables \
+          where schemaname = 'pgq' and relname = 'subscription'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let ticks: i64 = sqlx::query_scalar("select count(*) from pgq.tick")
+        .fetch_one(pool)
+        .await?;
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "select schemaname || '.' || funcname, sum(calls)::int8, sum(total_time)::float8 \
+           from pg_stat_user_functions where schemaname in ('pgq', 'pgq_rs') \
+          group by 1 order by 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(DbCounters {
+        at: t0.elapsed().as_secs_f64(),
+        sub_upd,
+        sub_dead,
+        ticks,
+        funcs: rows.into_iter().map(|(n, c, t)| (n, (c, t))).collect(),
+    })
+}
+
+/// What happened between two counter samples, one line.
+fn counters_delta(a: &DbCounters, b: &DbCounters) -> String {
+    let secs = (b.at - a.at).max(1e-3);
+    let mut out = format!(
+        "subscription updates {:.0}/s (dead {}), ticks {:.0}/s",
+        (b.sub_upd - a.sub_upd) as f64 / secs,
+        b.sub_dead,
+        (b.ticks - a.ticks) as f64 / secs
+    );
+    for (name, (c1, t1)) in &b.funcs {
+        let (c0, t0) = a.funcs.get(name).copied().unwrap_or((0, 0.0));
+        let calls = c1 - c0;
+        if calls > 0 && !name.contains("seq_") && !name.contains("quote_") {
+            out.push_str(&format!(
+                "; {name} {:.0}/s {:.3} ms",
+                calls as f64 / secs,
+                (t1 - t0) / calls as f64
+            ));
+        }
+    }
+    out
+}
+
+/// P9: the P4 setup at RATE ev/s while a transaction holds the xmin horizon for `hold` seconds.
+async fn held(reader: Reader, rate: u64, pre: u64, hold: u64, post: u64) -> Res<()> {
+    let cluster = Cluster::start_private()?;
+    {
+        let mut admin = PgConnection::connect(&cluster.url("postgres")).await?;
+        for q in [
+            "alter system set track_functions = 'all'",
+            "select pg_reload_conf()",
+        ] {
+            sqlx::query(q).execute(&mut admin).await?;
+        }
+        // PGQ_BENCH_EXPLAIN=MS: auto_explain (nested, analyze, buffers) of statements slower
+        // than MS, into the cluster's log, copied to target/p9-explain.log at the end.
+        if let Ok(ms) = std::env::var("PGQ_BENCH_EXPLAIN") {
+            for q in [
+                "load 'auto_explain'".to_string(),
+                "alter system set session_preload_libraries = 'auto_explain'".into(),
+                format!("alter system set auto_explain.log_min_duration = {}", ms.parse::<u32>()?),
+                "alter system set auto_explain.log_nested_statements = on".into(),
+                "alter system set auto_explain.log_analyze = on".into(),
+                "alter system set auto_explain.log_buffers = on".into(),
+                "select pg_reload_conf()".into(),
+            ] {
+                sqlx::query(sqlx::AssertSqlSafe(q)).execute(&mut admin).await?;
+            }
+        }
+        admin.close().await?;
+    }
+    let url = private_db(&cluster, "held").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(6)
+        .connect(&url)
+        .await?;
+    let queue = QueueName::new("lat")?;
+    let consumer = ConsumerName::new("bench")?;
+    pgq_core::create_queue(&pool, &queue).await?;
+    pgq_core::register_consumer(&pool, &queue, &consumer).await?;
+    sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
+        .execute(&pool)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let _ticker = match reader {
+        Reader::Poll(p) => spawn_pgqd(
+            cluster.port(),
+            &format!("{}", p.period_ms as f64 / 1000.0),
+            dir.path(),
+        ),
+        _ => spawn_ticker(&["--db", &url]),
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Some(b) = pgq_core::next_batch(&pool, &queue, &consumer).await? {
+        pgq_core::finish_batch(&pool, b).await?;
+    }
+    let secs = pre + hold + post;
+    let total = rate * secs;
+    let grace = Duration::from_secs(10);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs) + grace;
+    let consumer_task = match reader {
+        Reader::Consumer => tokio::spawn(run_loop_consumer(
+            pool.clone(),
+            queue.clone(),
+            consumer.clone(),
+            total,
+            deadline,
+        )),
+        _ => tokio::spawn(core_consumer(
+            pool.clone(),
+            queue.clone(),
+            consumer.clone(),
+            total,
+            deadline,
+            reader,
+            false,
+        )),
+    };
+    // The horizon holder: a REPEATABLE READ transaction that has taken its snapshot.
+    let holder = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut c = PgConnection::connect(&url).await?;
+            tokio::time::sleep_until((start + Duration::from_secs(pre)).into()).await;
+            sqlx::query("begin isolation level repeatable read")
+                .execute(&mut c)
+                .await?;
+            sqlx::query("select count(*) from pgq.queue")
+                .execute(&mut c)
+                .await?;
+            tokio::time::sleep_until((start + Duration::from_secs(pre + hold)).into()).await;
+            sqlx::query("commit").execute(&mut c).await?;
+            c.close().await?;
+            Ok::<_, sqlx::Error>(())
+        })
+    };
+    // Counters every 10 s and at the phase boundaries.
+    let sampler = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut marks: Vec<u64> = (0..=secs).step_by(10).collect();
+            marks.extend([pre, pre + hold, secs]);
+            marks.sort_unstable();
+            marks.dedup();
+            let mut out = Vec::new();
+            for m in marks {
+                tokio::time::sleep_until((start + Duration::from_millis(m * 1000 + 500)).into())
+                    .await;
+                if let Ok(c) = db_counters(&pool, start).await {
+                    out.push((m, c));
+                }
+            }
+            out
+        })
+    };
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut producer = pool.acquire().await?;
+    let t0_us = now_us();
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let sent = now_us();
+        pgq_core::insert_event(&mut *producer, &queue, "t", &sent.to_string()).await?;
+    }
+    drop(producer);
+    let stop_us = now_us();
+    let (got, _) = consumer_task.await?.map_err(|e| e.to_string())?;
+    holder.await??;
+    let samples = sampler.await?;
+    if std::env::var_os("PGQ_BENCH_EXPLAIN").is_some()
+        && let Some(dir) = cluster.data_dir()
+    {
+        let log = dir.parent().map(|d| d.join("server.log"));
+        if let Some(log) = log {
+            let _ = std::fs::copy(&log, "target/p9-explain.log");
+        }
+    }
+    let (who, key) = match reader {
+        Reader::Poll(_) => ("pgqd 10 ms + 10 ms polling consumer", "pgqd10ms"),
+        _ => ("pgq-ticker + pgq-consumer run loop", "ours"),
+    };
+    let at = |s: u64| t0_us + (s as i64) * 1_000_000;
+    let phases = [
+        ("before", at(0), at(pre)),
+        ("held", at(pre), at(pre + hold)),
+        ("after30", at(pre + hold), at(pre + hold + 30)),
+        ("after", at(pre + hold + 30), i64::MAX),
+    ];
+    println!("P9 rate {rate} ev/s, horizon held {hold} s after {pre} s, {post} s after; {who}:");
+    for (name, from, to) in phases {
+        let mut v: Vec<f64> = got
+            .iter()
+            .filter(|g| g.0 >= from && g.0 < to)
+            .map(|g| g.1)
+            .collect();
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_by(f64::total_cmp);
+        println!(
+            "  {name:>8}: {:6} events, p50 {:8.2} ms, p99 {:8.2} ms, max {:8.2} ms",
+            v.len(),
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+        println!("RESULT p9.{key}.{name}.p50 {:.3} ms", pct(&v, 0.5));
+        println!("RESULT p9.{key}.{name}.p99 {:.3} ms", pct(&v, 0.99));
+    }
+    // The held window in 10 s slices, to see a slow slide as well as a cliff.
+    let mut slices = Vec::new();
+    let mut s = pre;
+    while s < pre + hold {
+        let mut v: Vec<f64> = got
+            .iter()
+            .filter(|g| g.0 >= at(s) && g.0 < at((s + 10).min(pre + hold)))
+            .map(|g| g.1)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        slices.push(format!("{:.0}", pct(&v, 0.99)));
+        s += 10;
+    }
+    println!("  held, p99 per 10 s (ms): {}", slices.join(" "));
+    let undelivered = total as i64 - got.len() as i64;
+    // At the producer's stop: events sent but not yet received, and the oldest one's age.
+    let behind: Vec<i64> = got
+        .iter()
+        .filter(|g| g.0 + (g.1 * 1000.0) as i64 > stop_us)
+        .map(|g| g.0)
+        .collect();
+    let backlog = behind.len() as i64 + undelivered;
+    let lag_s = behind
+        .iter()
+        .min()
+        .map_or(0.0, |s| (stop_us - s) as f64 / 1e6);
+    println!(
+        "  undelivered {}s after the producer stopped: {undelivered}; at its stop {backlog} events \
+         were not delivered yet, the oldest sent {lag_s:.2} s before",
+        grace.as_secs()
+    );
+    println!("RESULT p9.{key}.undelivered {undelivered} events");
+    println!("RESULT p9.{key}.lag_at_end {lag_s:.3} s");
+    for w in samples.windows(2) {
+        let ((m0, a), (m1, b)) = (&w[0], &w[1]);
+        let phase = if *m1 <= pre {
+            "before"
+        } else if *m1 <= pre + hold {
+            "held"
+        } else {
+            "after"
+        };
+        println!("  db {m0:>4}-{m1:<4}s {phase:>6}: {}", counters_delta(a, b));
+    }
+    if let (Some((_, a)), Some((_, b))) = (
+        samples.iter().find(|(m, _)| *m == pre),
+        samples.iter().find(|(m, _)| *m == pre + hold),
+    ) {
+        let secs = (b.at - a.at).max(1e-3);
+        println!(
+            "RESULT p9.{key}.held.sub_updates_per_s {:.1} updates/s",
+            (b.sub_upd - a.sub_upd) as f64 / secs
+        );
+    }
+    Ok(())
 }
 
 /// CPU seconds (user + system) of process `pid` from /proc.

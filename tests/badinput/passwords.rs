@@ -75,11 +75,7 @@ pub(crate) async fn require_password(db: &TestDb, roles: &[&str]) {
 
 /// A port nothing listens on.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    pgq_testkit::free_port()
 }
 
 /// Display, alternate Display, Debug and every source of an error.

@@ -79,3 +79,43 @@ async fn check_reports_tick_age_per_queue() {
     assert_eq!(report.ticker_alive, Some(false));
     assert!(report.queues[0].age.unwrap() >= std::time::Duration::from_secs(3600));
 }
+
+/// A log sink for one test: everything the fmt subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `install()` at every start of a service does not log PostgreSQL's NOTICEs ("schema pgq_rs
+/// already exists, skipping") at INFO, and leaves the session's `client_min_messages` as it was.
+#[tokio::test(flavor = "current_thread")]
+async fn install_is_quiet_when_everything_is_installed() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    pgq_core::install(&mut *conn).await.unwrap();
+    drop(guard);
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logged.contains("already exists"), "{logged}");
+    let level: String = pgq_core::sqlx::query_scalar("show client_min_messages")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(level, "notice", "the session's setting is restored");
+}

@@ -8,5 +8,6 @@ mod errors;
 mod flow;
 mod install;
 mod maint;
+mod promises;
 mod roles;
 mod stream;

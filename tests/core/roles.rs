@@ -2,7 +2,7 @@
 //! missing privilege names the pgq role that grants it.
 
 use futures_util::TryStreamExt;
-use pgq_core::sqlx::{self, Executor, PgPool};
+use pgq_core::sqlx::PgPool;
 use pgq_core::{ErrorKind, NewEvent, PgqRole};
 use pgq_testkit::TestDb;
 

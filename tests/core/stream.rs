@@ -19,13 +19,9 @@ const TEST: &str = "stream::a_million_event_batch_streams_with_bounded_memory";
 /// in the same process.
 const CHILD_ENV: &str = "PGQ_CORE_STREAM_CHILD";
 
+/// This process's resident memory in KiB.
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
+    pgq_testkit::rss_kib(std::process::id()).expect("VmRSS of this process")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgq_core::sqlx::PgPool;
-use pgq_core::{BatchTuning, ConsumerName, Event, NewEvent, QueueName};
-use pgq_testkit::TestDb;
+use pgq_core::{BatchTuning, Event, NewEvent, QueueName};
+use pgq_testkit::{TestDb, c, q};
 
 const PY: &str = "/usr/bin/python3";
 
@@ -89,14 +89,6 @@ fn python_pgq() -> bool {
 
 fn pgqd() -> bool {
     peer_available("pgqd", Command::new("sh").args(["-c", "command -v pgqd"]))
-}
-
-fn q(s: &str) -> QueueName {
-    QueueName::new(s).unwrap()
-}
-
-fn c(s: &str) -> ConsumerName {
-    ConsumerName::new(s).unwrap()
 }
 
 async fn tick(pool: &PgPool, queue: &QueueName) {
@@ -531,30 +523,6 @@ async fn a_cooperative_group_mixes_python_and_rust_members() {
     assert_eq!(names, vec!["grp", "grp.py1"]);
 }
 
-/// The `pgq-ticker` binary built next to this test (cargo builds every binary of the workspace
-/// before running `cargo test --workspace`).
-fn ticker_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("pgq-ticker");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with cargo build --workspace",
-        bin.display()
-    );
-    bin
-}
-
-/// A running pgq-ticker, stopped on drop.
-struct Ticker(Child);
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn pgq_ticker_ticks_for_the_python_consumer() {
     if !python_pgq() {
@@ -574,13 +542,7 @@ async fn pgq_ticker_ticks_for_the_python_consumer() {
     pgq_core::set_queue_config(&mut pool.acquire().await.unwrap(), &queue, &cfg)
         .await
         .unwrap();
-    let child = Command::new(ticker_bin())
-        .args(["--db", &db.url(), "--ticker-period", "100ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pgq-ticker");
-    let _ticker = Ticker(child);
+    let _ticker = pgq_testkit::Process::ticker(&["--db", &db.url(), "--ticker-period", "100ms"]);
     pgq_producer::Producer::new(queue.clone())
         .send_batch(pool, &vec![NewEvent::new("t", "ticked by pgq-ticker"); 4])
         .await

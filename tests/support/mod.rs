@@ -5,143 +5,27 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use pgq_core::sqlx::{self, Executor, PgPool};
 use pgq_core::QueueName;
+use pgq_core::sqlx::{self, Executor, PgPool};
 use pgq_testkit::TestDb;
 
-#[allow(unused_imports, reason = "each test binary including this module uses some of them")]
-pub use pgq_testkit::{DEADLINE, c, eventually, q, rss_kib, tick_count, wait_for};
+#[allow(
+    unused_imports,
+    reason = "each test binary including this module uses some of them"
+)]
+pub use pgq_testkit::{
+    CONNECTION_VARS, DEADLINE, c, command, eventually, q, rss_kib, tick_count, wait_for,
+};
 
-/// Environment variables that would change where `pgq` and `pgq-ticker` connect.
-pub const CONNECTION_VARS: [&str; 9] = [
-    "DATABASE_URL",
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGPORT",
-    "PGUSER",
-    "PGPASSWORD",
-    "PGDATABASE",
-    "PGSSLMODE",
-    "PGCONNECT_TIMEOUT",
-];
+/// A child process whose standard error is collected (see [`pgq_testkit::Process`]).
+pub type Proc = pgq_testkit::Process;
 
-/// The path of a workspace binary (`pgq`, `pgq-ticker`) built next to this test binary
-/// (`target/<profile>/`).
-///
-/// # Panics
-///
-/// When the binary has not been built.
+/// The path of a workspace binary (see [`pgq_testkit::workspace_bin`]).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test>-<hash>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build them: cargo build --workspace (cargo test --workspace \
-         --all-targets builds them before running tests)",
-        path.display()
-    );
-    path
-}
-
-/// A command for binary `name` with no connection variables from the environment.
-pub fn command(name: &str) -> Command {
-    let mut c = Command::new(bin(name));
-    for v in CONNECTION_VARS {
-        c.env_remove(v);
-    }
-    c.env_remove("RUST_LOG");
-    c.stdin(Stdio::null());
-    c
-}
-
-/// A child process whose standard error is collected line by line; SIGKILLed when dropped.
-pub struct Proc {
-    pub child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    /// Start `cmd`, collecting its standard error (standard output is discarded).
-    pub fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start a child process");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// `pgq-ticker ARGS` with debug logging of the ticker.
-    pub fn ticker(args: &[&str]) -> Proc {
-        let mut cmd = command("pgq-ticker");
-        cmd.args(args).env("RUST_LOG", "pgq_ticker=debug");
-        Proc::spawn(cmd)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything written to standard error so far.
-    pub fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// The lines written to standard error so far.
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// SIGKILL the process and reap it.
-    pub fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Wait (at most [`DEADLINE`]) for the process to exit; its exit code.
-    pub fn wait_exit(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                // Let the reader thread drain the pipe.
-                std::thread::sleep(Duration::from_millis(100));
-                return st.code();
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "the process did not exit\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Resident memory in KiB (`VmRSS`), `None` once the process is gone.
-    pub fn rss_kib(&self) -> Option<u64> {
-        rss_kib(self.pid())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+    pgq_testkit::workspace_bin(name)
 }
 
 /// Environment variable telling a re-run test binary which child role to play.

@@ -16,10 +16,9 @@ fn consumer_name(s: &str) -> Result<ConsumerName, String> {
     ConsumerName::new(s).map_err(|e| e.to_string())
 }
 
-/// Parse a humantime duration (`500ms`, `3s`, `2h`, `1h 30m`).
+/// Parse a duration (`500ms`, `3s`, `2h`, `1h 30m`, or seconds): [`pgq_core::duration`].
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?}: {e} (write it like 500ms, 3s, 5min or 2h)"))
+    pgq_core::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Parse a duration for a queue setting: at most [`pgq_core::QueueConfig::MAX_DURATION`].
@@ -53,9 +52,10 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 const ROOT_HELP: &str = "\
-Connection: --db URL, else DATABASE_URL, else the libpq variables (PGHOST, PGPORT, PGUSER,
-PGPASSWORD, PGDATABASE, PGSSLMODE, ...). TLS follows sslmode (`?sslmode=require` in the URL, or
-PGSSLMODE). Passwords are never printed.
+Connection: --db URL or 'key=value ...' string, else DATABASE_URL, else the libpq variables
+(PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSERVICE, ...), ~/.pgpass and
+~/.pg_service.conf, as psql reads them. Several hosts: host=a,b target_session_attrs=read-write.
+TLS follows sslmode. Passwords are never printed. Durations: 500ms, 2s, 1m, or seconds.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 `pgq status --check` found warnings.
 
@@ -72,8 +72,9 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "pgq", version, about, after_help = ROOT_HELP, propagate_version = true)]
 pub(crate) struct Cli {
-    /// Database URL (postgres://user:password@host:port/db?sslmode=require); default DATABASE_URL,
-    /// then the libpq PG* variables.
+    /// Where to connect: a URL (postgres://user@host:port/db?sslmode=require) or libpq
+    /// key=value pairs ("host=db1,db2 dbname=app target_session_attrs=read-write"); default
+    /// DATABASE_URL, then the libpq PG* variables.
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) db: Option<String>,
 

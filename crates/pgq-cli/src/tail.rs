@@ -201,13 +201,21 @@ async fn tail(
     require_queue(db, &queue).await?;
     let who = match args.subconsumer {
         Some(member) => {
-            let coop = pgq_core::coop_flavor(&mut *db).await?;
-            if !coop.as_ref().is_some_and(pgq_core::CoopFlavor::is_ours) {
-                return Err(CliError::Refused(format!(
-                    "cooperative consumers need the pgq_coop schema that `pgq install` creates; \
-                     pgq_coop: {}",
-                    crate::status::coop_line(coop.as_ref())
-                )));
+            match pgq_core::coop_flavor(&mut *db).await? {
+                Some(f) if f.is_ours() => {}
+                None => {
+                    return Err(CliError::Refused(
+                        "cooperative consumers need the pgq_coop schema: run `pgq install`"
+                            .to_owned(),
+                    ));
+                }
+                Some(f) => {
+                    return Err(CliError::Refused(format!(
+                        "cooperative consumers need the pgq_coop schema that `pgq install` \
+                         creates; pgq_coop: {}",
+                        crate::status::coop_line(Some(&f))
+                    )));
+                }
             }
             pgq_core::coop_register_member(&mut *db, &queue, &args.consumer, &member)
                 .await

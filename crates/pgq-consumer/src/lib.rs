@@ -78,6 +78,7 @@ mod error;
 mod handler;
 mod heartbeat;
 pub mod metrics;
+mod row_hint;
 mod run;
 mod source;
 mod wakeup;

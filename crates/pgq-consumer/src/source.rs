@@ -12,6 +12,7 @@ use pgq_core::{BatchId, BatchInfo, BatchTuning, ConsumerName, QueueName};
 
 use crate::config::Registration;
 use crate::error::{Error, Result};
+use crate::row_hint::RowSlot;
 
 /// A source of batches for one consumer identity on one queue.
 pub trait BatchSource: Send + Sync + 'static {
@@ -126,12 +127,18 @@ pub trait BatchSource: Send + Sync + 'static {
 pub struct Subscription {
     queue: QueueName,
     consumer: ConsumerName,
+    /// Where its `pgq.subscription` row was last written (see `row_hint`).
+    row: RowSlot,
 }
 
 impl Subscription {
     /// The subscription of `consumer` on `queue`.
     pub fn new(queue: QueueName, consumer: ConsumerName) -> Self {
-        Subscription { queue, consumer }
+        Subscription {
+            queue,
+            consumer,
+            row: RowSlot::default(),
+        }
     }
 }
 
@@ -149,7 +156,9 @@ impl BatchSource for Subscription {
         conn: &mut PgConnection,
         tuning: BatchTuning,
     ) -> pgq_core::Result<Option<BatchInfo>> {
-        pgq_core::next_batch_custom(conn, &self.queue, &self.consumer, tuning).await
+        self.row
+            .next_batch(conn, &self.queue, &self.consumer, tuning)
+            .await
     }
 
     async fn register(&self, pool: &PgPool, registration: &Registration) -> Result<bool> {
@@ -168,7 +177,11 @@ impl BatchSource for Subscription {
     /// The ownership check and `pgq.finish_batch` in one statement; only when nothing was
     /// finished is the owner looked up, for the error.
     async fn finish_owned(&self, conn: &mut PgConnection, batch: BatchId) -> Result<()> {
-        if pgq_core::finish_own_batch(&mut *conn, batch, &self.queue, &self.consumer).await? {
+        if self
+            .row
+            .finish_own(&mut *conn, batch, &self.queue, &self.consumer)
+            .await?
+        {
             return Ok(());
         }
         self.check_owner(&mut *conn, batch).await?;

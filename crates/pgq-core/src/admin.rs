@@ -150,3 +150,65 @@ pub async fn has_pgq_role<'e>(ex: impl PgExecutor<'e>, role: PgqRole) -> Result<
     .await
     .op(ADMIN_INFO)
 }
+
+const HORIZON: Op = Op::reader("xmin_horizon_holder");
+
+/// The oldest holder of the cluster's xmin horizon ([`xmin_horizon_holder`]).
+///
+/// While it holds the horizon, no row version written after it began can be removed anywhere in
+/// the cluster: every batch adds versions of its consumer's `pgq.subscription` row that stay, and
+/// consumers that look the row up by its key (pgq's own `next_batch`, python3-pgq, pgqueue) get
+/// slower with every batch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HorizonHolder {
+    /// `session`, `replication slot` or `prepared transaction`.
+    pub kind: String,
+    /// The session's process id (for a slot, the walsender using it, if any).
+    pub pid: Option<i32>,
+    /// The session's role (for a prepared transaction, its owner).
+    pub user: Option<String>,
+    /// The session's `application_name`.
+    pub application: Option<String>,
+    /// The session's state (`idle in transaction`, `active`, …); a slot's `active`/`inactive`.
+    pub state: Option<String>,
+    /// The slot's name or the prepared transaction's gid.
+    pub name: Option<String>,
+    /// When the session's transaction (or statement) began, or the transaction was prepared;
+    /// `None` for a slot.
+    pub since: Option<DateTime<Utc>>,
+    /// How long that is, as the server sees it now (`None` for a slot).
+    pub held_for: Option<Duration>,
+    /// How many transactions old the held horizon is.
+    pub xid_age: i32,
+}
+
+/// The oldest holder of the cluster's xmin horizon — a session (its transaction id or
+/// snapshot: a long or idle-in-transaction session, `pg_dump`), a replication slot, or a
+/// prepared transaction — or `None` when nothing but this session holds one
+/// (`pgq_rs.xmin_horizon_holder()`, migration `…10_held_horizon`; no query text is returned).
+///
+/// Needs `pgq_reader`.
+pub async fn xmin_horizon_holder<'e>(ex: impl PgExecutor<'e>) -> Result<Option<HorizonHolder>> {
+    let r = sqlx::query!(
+        r#"select kind as "kind!", pid, usename, application_name, state, name, since,
+                  extract(epoch from clock_timestamp() - since)::float8 as held_secs,
+                  xid_age as "xid_age!"
+             from pgq_rs.xmin_horizon_holder()"#
+    )
+    .fetch_optional(ex)
+    .await
+    .op(HORIZON)?;
+    Ok(r.map(|r| HorizonHolder {
+        kind: r.kind,
+        pid: r.pid,
+        user: r.usename,
+        application: r.application_name,
+        state: r.state,
+        name: r.name,
+        since: r.since,
+        held_for: r
+            .held_secs
+            .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)),
+        xid_age: r.xid_age,
+    }))
+}

@@ -671,3 +671,82 @@ pub async fn get_consumer_info<'e>(
     .op(CONSUMER_INFO)?;
     Ok(r.map(|r| consumer_row!(r)))
 }
+
+/// Where a consumer's `pgq.subscription` row was last seen (its ctid), so that the next
+/// [`next_batch_at`] finds it with one lookup instead of walking every version of the row that a
+/// held xmin horizon keeps (see [`next_batch_at`]). Only a hint: a stale one is ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowHint(String);
+
+/// The next batch like [`next_batch_custom`] without conditions, but cheap while a session holds
+/// the xmin horizon, and able to span several ticks (`pgq_rs.next_batch_at`, our migration
+/// `…10_held_horizon`).
+///
+/// Every batch updates the consumer's `pgq.subscription` row twice, and while the horizon is held
+/// no old version can be removed: `pgq.next_batch*` finds the row through its key and visits
+/// every version, so each batch costs more than the one before. Passing the [`RowHint`] returned
+/// by the previous call (or by [`finish_own_batch_at`]) finds the current version directly.
+///
+/// With `max_events > 0` a consumer that is several ticks behind gets one batch up to the newest
+/// tick whose events (estimated from the event sequence) are at most `max_events`, but always at
+/// least the next tick, as `pgq.next_batch_custom` spans ticks with `min_count`. With 0, the
+/// next tick only, as `pgq.next_batch`. The rows written are the ones pgq writes.
+///
+/// Returns the batch (or `None`) and the hint for the next call. A schema without the migration
+/// is [`crate::ErrorKind::PgqNotInstalled`]: fall back to [`next_batch_custom`].
+///
+/// Needs `pgq_reader`.
+pub async fn next_batch_at<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    consumer: &ConsumerName,
+    hint: Option<&RowHint>,
+    max_events: i64,
+) -> Result<(Option<BatchInfo>, Option<RowHint>)> {
+    let r = sqlx::query!(
+        r#"select * from pgq_rs.next_batch_at($1, $2, $3, $4)"#,
+        queue.as_str(),
+        consumer.as_str(),
+        hint.map(|h| h.0.as_str()),
+        max_events
+    )
+    .fetch_one(ex)
+    .await
+    .op(NEXT)
+    .map_err(|e| with_queue(e, queue))?;
+    let info = batch_info(
+        r.batch_id,
+        r.cur_tick_id,
+        r.prev_tick_id,
+        r.cur_tick_time,
+        r.prev_tick_time,
+        r.cur_tick_event_seq,
+        r.prev_tick_event_seq,
+    );
+    Ok((info, r.hint.map(RowHint)))
+}
+
+/// [`finish_own_batch`] that also returns the [`RowHint`] of the consumer's row after the
+/// finish (`pgq_rs.finish_batch_at`): `None` when nothing was finished (the batch is not open,
+/// or is held by another consumer or queue; [`batch_owner`] tells which). The row is changed
+/// exactly as `pgq.finish_batch` changes it.
+///
+/// Needs `pgq_reader`.
+pub async fn finish_own_batch_at<'e>(
+    ex: impl PgExecutor<'e>,
+    batch: BatchId,
+    queue: &QueueName,
+    consumer: &ConsumerName,
+) -> Result<Option<RowHint>> {
+    let r = sqlx::query_scalar!(
+        r#"select pgq_rs.finish_batch_at($1, $2, $3) as hint"#,
+        batch.0,
+        queue.as_str(),
+        consumer.as_str()
+    )
+    .fetch_one(ex)
+    .await
+    .op(FINISH)
+    .map_err(|e| batch_ctx(e, batch))?;
+    Ok(r.map(RowHint))
+}

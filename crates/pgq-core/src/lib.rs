@@ -51,8 +51,10 @@
 
 mod admin;
 mod consume;
+pub mod connect;
 mod coop;
 mod dead_letters;
+pub mod duration;
 mod error;
 mod ident;
 mod install;
@@ -60,6 +62,7 @@ mod maint;
 pub mod name;
 mod produce;
 mod queue;
+pub mod redact;
 mod session;
 mod ticker_ops;
 mod triggers;
@@ -67,12 +70,15 @@ mod typed;
 mod types;
 mod wakeup;
 
-pub use admin::{RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts, rotation_blockers};
+pub use admin::{
+    HorizonHolder, RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts, rotation_blockers,
+    xmin_horizon_holder,
+};
 pub use consume::{
-    BatchTuning, EventFilter, batch_event_sql, batch_owner, batch_retry, event_retry,
-    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, get_batch_cursor,
+    BatchTuning, EventFilter, RowHint, batch_event_sql, batch_owner, batch_retry, event_retry,
+    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, finish_own_batch_at, get_batch_cursor,
     get_batch_events, get_batch_info, get_consumer_info, get_consumer_info_all,
-    get_consumer_info_queue, next_batch, next_batch_custom, next_batch_info, register_consumer,
+    get_consumer_info_queue, next_batch, next_batch_at, next_batch_custom, next_batch_info, register_consumer,
     register_consumer_at, register_consumer_if_new, stream_batch_events, unregister_consumer,
 };
 pub use coop::{

@@ -92,7 +92,14 @@ async fn force_tick_as<'e>(ex: impl PgExecutor<'e>, queue: &QueueName, op: Op) -
 /// Needs `pgq_admin` (which includes the `pgq_reader` that `force_tick` needs; a permission error
 /// names `pgq_admin` whichever step fails).
 pub async fn tick_now(conn: &mut PgConnection, queue: &QueueName) -> Result<Option<TickId>> {
-    force_tick_as(&mut *conn, queue, TICK).await?;
+    match force_tick_as(&mut *conn, queue, TICK).await {
+        Ok(_) => {}
+        // `pgq.force_tick` answers NULL for a queue that exists but has no tick yet (created
+        // by hand, or its ticks deleted) as for a missing one; `pgq.ticker` ticks the former.
+        Err(Error::QueueNotFound { .. })
+            if crate::queue::queue_exists(&mut *conn, queue).await? => {}
+        Err(e) => return Err(e),
+    }
     ticker_queue(&mut *conn, queue).await
 }
 

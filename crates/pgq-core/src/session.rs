@@ -70,9 +70,18 @@ impl Keepalives {
     /// URL's query, or a libpq `key=value` string) applied: `keepalives` (`0` or `1`),
     /// `keepalives_idle`, `keepalives_interval` (seconds) and `keepalives_count`. Other
     /// parameters are ignored here; a keepalive parameter with a bad value is an error.
+    /// ([`ConnectTarget`](crate::connect::ConnectTarget) reads them with everything else.)
     pub fn from_connstr(connstr: &str) -> Result<Keepalives> {
+        let pairs = crate::connect::connstr_pairs(connstr)
+            .map_err(|e| Error::invalid_input(CONFIGURE, e))?;
+        Keepalives::from_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The defaults, with the libpq keepalive parameters among `params` (keyword, value)
+    /// applied; other keywords are ignored.
+    pub fn from_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Keepalives> {
         let mut k = Keepalives::default();
-        for (key, value) in connstr_params(connstr) {
+        for (key, value) in params {
             let bad = |what: &str| {
                 Error::invalid_input(
                     CONFIGURE,
@@ -86,7 +95,7 @@ impl Keepalives {
                     Err(_) => Err(bad("must be a whole number of seconds")),
                 }
             };
-            match key.as_str() {
+            match key {
                 "keepalives" => {
                     k.enabled = match value.trim() {
                         "0" => false,
@@ -94,8 +103,8 @@ impl Keepalives {
                         _ => return Err(bad("must be 0 or 1")),
                     }
                 }
-                "keepalives_idle" => k.idle = secs(&value)?,
-                "keepalives_interval" => k.interval = secs(&value)?,
+                "keepalives_idle" => k.idle = secs(value)?,
+                "keepalives_interval" => k.interval = secs(value)?,
                 "keepalives_count" => {
                     k.count = match value.trim().parse::<u32>() {
                         Ok(n) if n >= 1 => n,
@@ -107,87 +116,6 @@ impl Keepalives {
         }
         Ok(k)
     }
-}
-
-/// `key=value` pairs of a connection string: a URL's query (percent-decoded) or a libpq
-/// keyword string (values may be single-quoted, with `\'` and `\\` escapes).
-fn connstr_params(s: &str) -> Vec<(String, String)> {
-    let s = s.trim();
-    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        let query = s.split_once('?').map_or("", |(_, q)| q);
-        let query = query.split('#').next().unwrap_or_default();
-        return query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-            .collect();
-    }
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        if key.is_empty() {
-            break;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next_if_eq(&'=').is_none() {
-            break;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-        }
-        out.push((key, value));
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(v) = u8::from_str_radix(hex, 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What [`configure_session`] sets.

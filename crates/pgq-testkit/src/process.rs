@@ -161,10 +161,10 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Never panic in drop (the test may be unwinding already): a process that is gone
         // cannot be killed, and that is fine.
-        if let Ok(None) = self.child.try_wait() {
-            if let Err(e) = self.child.kill() {
-                eprintln!("pgq-testkit: could not kill process {}: {e}", self.pid());
-            }
+        if let Ok(None) = self.child.try_wait()
+            && let Err(e) = self.child.kill()
+        {
+            eprintln!("pgq-testkit: could not kill process {}: {e}", self.pid());
         }
         if let Err(e) = self.child.wait() {
             eprintln!("pgq-testkit: could not reap process {}: {e}", self.pid());

@@ -107,7 +107,7 @@ pub async fn run(
                 match discover(d).await {
                     Ok(names) => discovered[i] = Some(names),
                     Err(e) => tracing::warn!(
-                        server = %format!("{}:{}", d.base.get_host(), d.base.get_port()),
+                        server = %d.base.host_list(),
                         "database discovery failed (keeping the databases already known): {e}"
                     ),
                 }
@@ -217,7 +217,7 @@ fn reconcile(
     // Keep workers of a discovery server whose listing failed this time.
     for (i, d) in cfg.discover.iter().enumerate() {
         if discovered.get(i).is_none_or(Option::is_none) {
-            let prefix = format!("{}:{}/", d.base.get_host(), d.base.get_port());
+            let prefix = format!("{}/", d.base.host_list());
             for label in workers.keys().filter(|l| l.starts_with(&prefix)) {
                 desired
                     .entry(label.clone())
@@ -278,7 +278,7 @@ fn reconcile(
 
 /// Identifies a database's connection settings, to restart its worker when they change.
 fn fingerprint(d: &Database) -> String {
-    format!("{:?}", d.options)
+    format!("{:?}", d.target)
 }
 
 fn unreachable_too_long(registry: &Registry, limit: Duration) -> Option<Error> {

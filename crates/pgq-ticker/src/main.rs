@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -137,12 +138,18 @@ fn init_logging(args: &Args, config: &Config) -> Result<(), Error> {
         }
         None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
     };
-    let ansi = config.logfile.is_none();
+    let ansi = config.logfile.is_none() && colour_on(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Json => builder.json().with_writer(writer).init(),
         LogFormat::Text => builder.with_ansi(ansi).with_writer(writer).init(),
     }
     Ok(())
+}
+
+/// Whether to colour the log: only on a terminal, and never with `NO_COLOR` set (to anything
+/// but the empty string; <https://no-color.org>).
+fn colour_on(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The pid file, removed when dropped.

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Database};
 use crate::state::{DbState, Phase, Stats};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 /// Lag-0 queues without a fast tick for this long count as quiet.
@@ -139,37 +138,26 @@ pub(crate) async fn close(conn: PgConnection) {
 }
 
 /// Open a session of `db` with the given `statement_timeout`, its server-side keepalives (see
-/// [`pgq_core::configure_session`]) and, when given, `idle_session_timeout`.
+/// [`pgq_core::configure_session`]) and, when given, `idle_session_timeout`: on the first of
+/// its hosts that answers within the connect timeout and matches `target_session_attrs`
+/// ([`pgq_core::connect::ConnectTarget::connect_with`]; every reconnect tries them all again).
 pub(crate) async fn connect(
     db: &Database,
     statement_timeout: Duration,
     idle_session_timeout: Option<Duration>,
 ) -> Result<PgConnection, String> {
     let ms = statement_timeout.as_millis().max(1).to_string();
-    let opts = db
-        .options
-        .clone()
-        .options([("statement_timeout", ms.as_str())]);
+    let target = db
+        .target
+        .map_options(|o| o.options([("statement_timeout", ms.as_str())]));
     let settings = pgq_core::SessionSettings {
         keepalives: db.keepalives,
         idle_session_timeout,
     };
-    let session = async {
-        let mut conn = PgConnection::connect_with(&opts)
-            .await
-            .map_err(|e| format!("could not connect: {e}"))?;
-        pgq_core::configure_session(&mut conn, &settings)
-            .await
-            .map_err(|e| format!("could not set up the session: {e}"))?;
-        Ok(conn)
-    };
-    match tokio::time::timeout(CONNECT_TIMEOUT, session).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "could not connect: no answer within {}s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
-    }
+    target
+        .connect_with(&settings)
+        .await
+        .map_err(|e| pgq_core::redact::redact(&e.to_string()))
 }
 
 /// [`connect`], and the session's backend pid (to end it from another session at a stop).

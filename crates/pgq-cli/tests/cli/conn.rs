@@ -8,13 +8,7 @@ use crate::util::{bare, ok, run_fails, run_ok};
 
 const SECRET: &str = "Sup3r-S3cret-pw";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use pgq_testkit::free_port;
 
 #[test]
 fn unreachable_server_is_a_clear_error_without_the_password() {

@@ -188,9 +188,14 @@ async fn unregistering_a_member_holding_a_batch_returns_its_events_to_the_group(
         ok(&db, &["send", "q", "--type", "t", "--data", &i.to_string()]);
     }
     ok(&db, &["tick", "q"]);
-    let next =
-        |m: &ConsumerName| pgq_core::coop_next_batch(pool, &q, &group, m, Default::default(), None);
-    assert!(next(&w1).await.unwrap().is_some(), "w1 holds the batch");
+    let next = |m: ConsumerName| {
+        let (q, group) = (q.clone(), group.clone());
+        async move { pgq_core::coop_next_batch(pool, &q, &group, &m, Default::default(), None).await }
+    };
+    assert!(
+        next(w1.clone()).await.unwrap().is_some(),
+        "w1 holds the batch"
+    );
 
     let out = ok(&db, &["consumer", "unregister", "q", "workers.w1"]);
     assert!(out.contains("unregistered"), "{out}");
@@ -200,7 +205,7 @@ async fn unregistering_a_member_holding_a_batch_returns_its_events_to_the_group(
         .unwrap();
     ok(&db, &["tick", "q"]);
     let mut got = Vec::new();
-    while let Some(b) = next(&w2).await.unwrap() {
+    while let Some(b) = next(w2.clone()).await.unwrap() {
         for ev in pgq_core::get_batch_events(pool, b).await.unwrap() {
             got.push(ev.ev_data.unwrap());
         }

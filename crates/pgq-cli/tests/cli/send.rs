@@ -4,21 +4,14 @@ use std::io::Write;
 
 use pgq_testkit::TestDb;
 
-use crate::util::{bare, exec, fails, json, ok, pgq, run_fails, run_ok, stored_events};
+use crate::util::{bare, fails, json, ok, pgq, run_fails, run_ok, stored_events};
 
-/// A login role with only `pgq_writer` (and `pgq_reader`), for the set-based path. Roles are
-/// cluster-wide and tests run in parallel: the name is the test database's, so no two tests share
-/// (or race to create) one.
+/// A login role with only `pgq_writer` (and `pgq_reader`), for the set-based path; unique to
+/// the test's database (roles are cluster-wide and tests run in parallel).
 async fn writer_url(db: &TestDb) -> String {
-    let role = format!("{}_writer", db.name());
-    exec(
-        db,
-        &format!(
-            "create role {r} login; grant pgq_writer, pgq_reader to {r}",
-            r = pgq_core::quote_ident(&role)
-        ),
-    )
-    .await;
+    let role = db
+        .create_role("writer", "pgq_writer, pgq_reader", None)
+        .await;
     db.url_as(&role, None)
 }
 

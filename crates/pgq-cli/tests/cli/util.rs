@@ -7,7 +7,7 @@ use pgq_testkit::TestDb;
 use serde_json::Value;
 
 /// Environment variables that would change where `pgq` connects.
-const CONNECTION_VARS: [&str; 9] = [
+const CONNECTION_VARS: [&str; 14] = [
     "DATABASE_URL",
     "PGHOST",
     "PGHOSTADDR",
@@ -17,6 +17,11 @@ const CONNECTION_VARS: [&str; 9] = [
     "PGDATABASE",
     "PGSSLMODE",
     "PGCONNECT_TIMEOUT",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGTARGETSESSIONATTRS",
+    "PGAPPNAME",
+    "PGOPTIONS",
 ];
 
 /// `pgq` with a clean environment and no database chosen.

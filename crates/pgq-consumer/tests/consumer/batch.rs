@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use pgq_consumer::{ErrorKind, Registration};
-use pgq_core::sqlx::{Executor, PgPool};
 use pgq_core::{EventFilter, NewEvent, TickId};
 use pgq_testkit::TestDb;
 
@@ -237,14 +236,8 @@ async fn a_reader_only_role_consumes_and_retries() {
     let db = TestDb::new().await;
     let pool = db.pool();
     let q = queue(pool, "least").await;
-    let role = format!("{}_reader", db.name());
-    pool.execute(pgq_core::sqlx::AssertSqlSafe(format!(
-        "create role {r} login; grant pgq_reader to {r}",
-        r = pgq_core::quote_ident(&role)
-    )))
-    .await
-    .unwrap();
-    let reader = PgPool::connect(&db.url_as(&role, None)).await.unwrap();
+    let role = db.create_role("reader", "pgq_reader", None).await;
+    let reader = db.pool_as(&role).await;
     let consumer = builder(&reader, &q, "c").build().unwrap();
     consumer.register().await.unwrap();
     produce(pool, &q, 0, 2).await;

@@ -1,11 +1,10 @@
 //! Helpers shared by the consumer tests.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgq_consumer::{Consumer, ConsumerBuilder};
 use pgq_core::sqlx::PgPool;
-use pgq_core::{ConsumerName, NewEvent, QueueName};
+use pgq_core::{NewEvent, QueueName};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use pgq_testkit::{c, q, wait_for};

@@ -78,6 +78,19 @@ async fn a_frozen_connection_is_dropped_and_the_run_loop_goes_on() {
         seen.lock().unwrap().len() == 3
     })
     .await;
+    let listener_pid = || async {
+        pgq_core::sqlx::query_scalar::<_, i32>(
+            "select pid from pg_stat_activity \
+             where application_name = 'halfopen_run' \
+               and (query like 'LISTEN%' or query like '%pg_backend_pid()%') \
+             order by backend_start desc limit 1",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    };
+    wait_for("the listener", || async { listener_pid().await.is_some() }).await;
+    let first_listener = listener_pid().await.unwrap();
 
     relay.freeze_existing();
     let frozen = Instant::now();
@@ -91,6 +104,12 @@ async fn a_frozen_connection_is_dropped_and_the_run_loop_goes_on() {
         "consuming again {:.1}s after the freeze",
         frozen.elapsed().as_secs_f64()
     );
+    // The listener noticed too (its ping got no answer) and listens on a new connection (the
+    // newest listener session is another one).
+    wait_for("a new listener", || async {
+        listener_pid().await.is_some_and(|p| p != first_listener)
+    })
+    .await;
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), run)
         .await

@@ -511,16 +511,8 @@ async fn the_tick_trigger_notifies_whoever_ticks() {
     let other = queue(pool, "other").await;
     assert!(pgq_core::tick_trigger_installed(pool).await.unwrap());
     // A pgqd-like ticker: a pgq_admin role calling pgq.ticker().
-    let role = format!("{}_admin", db.name());
-    exec(
-        pool,
-        &format!(
-            "create role {r} login; grant pgq_admin to {r}",
-            r = pgq_core::quote_ident(&role)
-        ),
-    )
-    .await;
-    let admin = PgPool::connect(&db.url_as(&role, None)).await.unwrap();
+    let role = db.create_role("admin", "pgq_admin", None).await;
+    let admin = db.pool_as(&role).await;
     let mut listener = pgq_core::tick_listener(pool).await.unwrap();
     produce(pool, &other, 0, 1).await;
     pgq_core::force_tick(pool, &other).await.unwrap();

@@ -2,9 +2,7 @@ use pgq_core::sqlx::{self, Executor, PgPool};
 use pgq_core::{ConsumerName, Event, QueueName};
 use pgq_testkit::TestDb;
 
-pub(crate) fn q(s: &str) -> QueueName {
-    QueueName::new(s).unwrap()
-}
+pub(crate) use pgq_testkit::q;
 
 /// Create `queue` with a consumer `c` on it.
 pub(crate) async fn setup(pool: &PgPool, queue: &str) -> QueueName {
@@ -32,15 +30,8 @@ pub(crate) async fn consume(pool: &PgPool, queue: &QueueName) -> Vec<Event> {
 
 /// A pool logging in as a new role (unique per database) that has been granted `granted`.
 pub(crate) async fn role_pool(db: &TestDb, role: &str, granted: &str) -> PgPool {
-    let name = format!("{}_{role}", db.name());
-    db.pool()
-        .execute(sqlx::AssertSqlSafe(format!(
-            "drop role if exists {n}; create role {n} login; grant {granted} to {n}",
-            n = pgq_core::quote_ident(&name)
-        )))
-        .await
-        .unwrap();
-    PgPool::connect(&db.url_as(&name, None)).await.unwrap()
+    let name = db.create_role(role, granted, None).await;
+    db.pool_as(&name).await
 }
 
 /// Run SQL as the superuser.

@@ -3,6 +3,7 @@
 
 mod batch;
 mod cdc;
+mod cdc_options;
 mod common;
 mod copy;
 mod errors;

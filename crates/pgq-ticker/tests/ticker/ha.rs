@@ -74,11 +74,7 @@ async fn an_unreachable_database_does_not_stop_the_others() {
     let good = TestDb::new().await;
     busy_queue(good.pool(), "g").await;
     // A server that is not there: a closed port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pgq_testkit::free_port();
     let bad = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
     let t = TickerProc::spawn_http(
         &[
@@ -103,11 +99,7 @@ async fn an_unreachable_database_does_not_stop_the_others() {
 
 #[tokio::test]
 async fn exit_after_failure_exits_non_zero() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pgq_testkit::free_port();
     let bad = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
     let mut t = TickerProc::spawn(&["--db", &bad, "--exit-after-failure", "2s"]);
     let code = t.wait_exit();

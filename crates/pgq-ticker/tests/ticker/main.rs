@@ -2,7 +2,9 @@
 
 mod basic;
 mod config;
+mod connect;
 mod ha;
 mod halfopen;
 mod hostile;
+mod promises;
 mod util;

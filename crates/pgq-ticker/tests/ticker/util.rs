@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgq_core::{ConsumerName, QueueName};
 use sqlx::PgPool;
 
 /// How long any eventual condition may take before a test fails (generous: a busy machine).
-pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) use pgq_testkit::DEADLINE;
 
 /// How many log lines a [`TickerProc`] keeps.
 pub(crate) const MAX_KEPT_LINES: usize = 100_000;
@@ -160,36 +159,7 @@ pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Poll `f` every 100 ms until it returns `Some`, failing the test after [`DEADLINE`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub(crate) fn q(name: &str) -> QueueName {
-    QueueName::new(name).unwrap()
-}
-
-pub(crate) fn c(name: &str) -> ConsumerName {
-    ConsumerName::new(name).unwrap()
-}
+pub(crate) use pgq_testkit::{c, eventually, free_port, q, tick_count};
 
 /// A queue that pgq.ticker() ticks on every call (no idle back-off), not fast-polled.
 pub(crate) async fn busy_queue(pool: &PgPool, name: &str) {
@@ -199,17 +169,6 @@ pub(crate) async fn busy_queue(pool: &PgPool, name: &str) {
         .execute(pool)
         .await
         .unwrap();
-}
-
-/// Number of ticks of `queue` (a database error fails the test: it is not "no ticks").
-pub(crate) async fn tick_count(pool: &PgPool, queue: &str) -> i64 {
-    sqlx::query_scalar(
-        "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue where q.queue_name = $1",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await
-    .unwrap_or_else(|e| panic!("counting the ticks of {queue}: {e}"))
 }
 
 /// Wait until `queue` has more than `n` ticks; the new count.
