@@ -113,7 +113,7 @@ async fn pgq_send_file_refuses_bad_lines_naming_them_and_sends_nothing() {
         (
             "not UTF-8",
             [good.as_bytes(), b"\n\xff\xfe\x00garbage\n"].concat(),
-            "line 2",
+            ":2:",
         ),
         ("a JSON array", format!("[{good}]\n").into_bytes(), ":1:"),
     ];
