@@ -415,3 +415,44 @@ async fn a_batch_inside_the_callers_transaction_commits_with_it() {
     let mut conn = pool.acquire().await.unwrap();
     assert!(consumer.next_batch(&mut conn).await.unwrap().is_none());
 }
+
+/// A consumer several ticks behind takes them in one batch (P9: one batch per tick while a held
+/// horizon makes every batch dearer was how the consumer fell behind for good), and the batch's
+/// updates find the subscription row through its place (no walk over its old versions).
+#[tokio::test]
+async fn a_consumer_behind_takes_every_pending_tick_in_one_batch() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let q = queue(pool, "behind").await;
+    let consumer = builder(pool, &q, "c").build().unwrap();
+    consumer.register().await.unwrap();
+    for i in 0..4 {
+        produce(pool, &q, i * 3, i * 3 + 3).await;
+        tick(pool, &q).await;
+    }
+    let newest: i64 = sqlx_scalar(pool, "select max(tick_id) from pgq.tick").await;
+    let mut conn = pool.acquire().await.unwrap();
+    let mut batch = consumer.next_batch(&mut conn).await.unwrap().unwrap();
+    assert_eq!(
+        batch.info().cur_tick_id,
+        TickId::from(newest),
+        "one batch to the newest tick"
+    );
+    let events: Vec<_> = batch.events().try_collect().await.unwrap();
+    assert_eq!(events.len(), 12);
+    batch.finish().await.unwrap();
+    assert!(consumer.next_batch(&mut conn).await.unwrap().is_none());
+    // Batch conditions keep pgq's own next_batch_custom.
+    let tuned = builder(pool, &q, "tuned").min_count(1).build().unwrap();
+    tuned.register().await.unwrap();
+    produce(pool, &q, 100, 101).await;
+    tick(pool, &q).await;
+    assert!(tuned.next_batch(&mut conn).await.unwrap().is_some());
+}
+
+async fn sqlx_scalar(pool: &pgq_core::sqlx::PgPool, sql: &'static str) -> i64 {
+    pgq_core::sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}

@@ -78,3 +78,42 @@ pub(crate) async fn exec(pool: &PgPool, sql: &str) {
         .await
         .unwrap();
 }
+
+/// A consumer's run loop in a task of its own, beside a stand-in ticker on its queue.
+pub(crate) struct Running {
+    shutdown: CancellationToken,
+    ticker: CancellationToken,
+    join: tokio::task::JoinHandle<pgq_consumer::Result<()>>,
+}
+
+/// Start `consumer.run(handler)` and a stand-in ticker for `queue`.
+pub(crate) fn run_with_ticker<H: pgq_consumer::Handler + 'static>(
+    pool: &PgPool,
+    queue: &QueueName,
+    consumer: &Consumer,
+    handler: H,
+) -> Running {
+    let ticker = ticker(pool, queue);
+    let shutdown = CancellationToken::new();
+    let join = tokio::spawn({
+        let (consumer, shutdown) = (consumer.clone(), shutdown.clone());
+        async move { consumer.run(handler, shutdown).await }
+    });
+    Running {
+        shutdown,
+        ticker,
+        join,
+    }
+}
+
+impl Running {
+    /// Stop the loop (it must end cleanly, without panicking) and the ticker.
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        self.join
+            .await
+            .expect("the run loop's task did not panic")
+            .expect("the run loop ended cleanly");
+        self.ticker.cancel();
+    }
+}

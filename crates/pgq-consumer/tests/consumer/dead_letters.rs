@@ -13,7 +13,7 @@ use pgq_core::{DeadLetterFilter, Event, QueueName};
 use pgq_testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{builder, c, count, exec, queue, ticker, wait_for};
+use crate::common::{builder, c, count, exec, queue, run_with_ticker, wait_for};
 
 #[derive(Debug)]
 struct Refused(i64);
@@ -60,19 +60,12 @@ async fn run_until_dead_letters(
             }
         }
     });
-    let stop_ticker = ticker(pool, q);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { consumer.run(handler, shutdown).await }
-    });
+    let running = run_with_ticker(pool, q, &consumer, handler);
     wait_for("the dead letters", || async {
         count(pool, "select count(*) from pgq_rs.dead_letter").await >= expected
     })
     .await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
-    stop_ticker.cancel();
+    running.stop().await;
     [0, 1, 2].map(|i| calls[i].load(Ordering::SeqCst))
 }
 

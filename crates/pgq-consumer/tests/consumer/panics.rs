@@ -11,7 +11,7 @@ use pgq_core::{DeadLetterFilter, Event};
 use pgq_testkit::TestDb;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{builder, count, exec, produce, queue, ticker, wait_for};
+use crate::common::{builder, count, exec, produce, queue, run_with_ticker, ticker, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_its_event_and_the_loop_goes_on() {
@@ -38,12 +38,7 @@ async fn a_panicking_handler_fails_its_event_and_the_loop_goes_on() {
             Ok::<_, HandlerError>(())
         }
     });
-    let stop_ticker = ticker(pool, &q);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { consumer.run(handler, shutdown).await }
-    });
+    let running = run_with_ticker(pool, &q, &consumer, handler);
     wait_for("the dead letter of the panicking event", || async {
         count(pool, "select count(*) from pgq_rs.dead_letter").await == 1
     })
@@ -54,9 +49,7 @@ async fn a_panicking_handler_fails_its_event_and_the_loop_goes_on() {
         handled.load(Ordering::SeqCst) == 7
     })
     .await;
-    shutdown.cancel();
-    run.await.expect("the run task did not panic").unwrap();
-    stop_ticker.cancel();
+    running.stop().await;
     let dead = pgq_core::list_dead_letters(pool, &DeadLetterFilter::default())
         .await
         .unwrap();

@@ -8,9 +8,8 @@ use std::time::Duration;
 use pgq_consumer::{Backoff, HandlerError, handler_fn};
 use pgq_core::{DeadLetterFilter, Event, NewEvent, TypedEvent};
 use pgq_testkit::TestDb;
-use tokio_util::sync::CancellationToken;
 
-use crate::common::{builder, count, queue, ticker, wait_for};
+use crate::common::{builder, count, queue, run_with_ticker, wait_for};
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 struct OrderPaid {
@@ -52,19 +51,12 @@ async fn handlers_decode_typed_events_and_bad_payloads_become_dead_letters() {
             Ok::<_, HandlerError>(())
         }
     });
-    let stop_ticker = ticker(pool, &q);
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { consumer.run(handler, shutdown).await }
-    });
+    let running = run_with_ticker(pool, &q, &consumer, handler);
     wait_for("two dead letters", || async {
         count(pool, "select count(*) from pgq_rs.dead_letter").await == 2
     })
     .await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
-    stop_ticker.cancel();
+    running.stop().await;
 
     assert_eq!(*decoded.lock().unwrap(), [good]);
     let mut dead = pgq_core::list_dead_letters(pool, &DeadLetterFilter::default())
