@@ -544,13 +544,18 @@ async fn held(reader: Reader, rate: u64, pre: u64, hold: u64, post: u64) -> Res<
             for q in [
                 "load 'auto_explain'".to_string(),
                 "alter system set session_preload_libraries = 'auto_explain'".into(),
-                format!("alter system set auto_explain.log_min_duration = {}", ms.parse::<u32>()?),
+                format!(
+                    "alter system set auto_explain.log_min_duration = {}",
+                    ms.parse::<u32>()?
+                ),
                 "alter system set auto_explain.log_nested_statements = on".into(),
                 "alter system set auto_explain.log_analyze = on".into(),
                 "alter system set auto_explain.log_buffers = on".into(),
                 "select pg_reload_conf()".into(),
             ] {
-                sqlx::query(sqlx::AssertSqlSafe(q)).execute(&mut admin).await?;
+                sqlx::query(sqlx::AssertSqlSafe(q))
+                    .execute(&mut admin)
+                    .await?;
             }
         }
         admin.close().await?;

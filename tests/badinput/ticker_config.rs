@@ -108,7 +108,7 @@ fn cases(db: &TestDb) -> Vec<Case> {
             "t.toml",
             format!("databases = [\"{url}\", \"host=x port=abc\"]\n").into_bytes(),
             1,
-            "port must be a number",
+            "invalid port number: \"abc\"",
         ),
         file(
             "toml: connstr garbage",
@@ -178,7 +178,7 @@ fn cases(db: &TestDb) -> Vec<Case> {
             "pgqd.ini",
             b"[pgqd]\nbase_connstr = host=127.0.0.1 port=abc\ndatabase_list = x\n".to_vec(),
             1,
-            "port must be a number",
+            "invalid port number: \"abc\"",
         ),
         file(
             "ini: unterminated quote",

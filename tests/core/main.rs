@@ -6,6 +6,7 @@ mod coop;
 mod copy;
 mod errors;
 mod flow;
+mod horizon;
 mod install;
 mod maint;
 mod promises;

@@ -16,7 +16,7 @@ use crate::{Ctx, conn};
 #[derive(Debug, Clone, Serialize)]
 struct Warning {
     /// `no_ticker`, `no_ticks`, `tick_overdue`, `queue_paused`, `rotation_held_back`,
-    /// `schema_outdated`, `pgq_not_installed`, `dead_letters`.
+    /// `schema_outdated`, `pgq_not_installed`, `dead_letters`, `xmin_horizon_held`.
     kind: &'static str,
     queue_name: Option<String>,
     consumer_name: Option<String>,
@@ -171,6 +171,7 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
         ));
     }
     let dead_letters = dead_letter_counts(db, &mut warnings).await?;
+    horizon_warning(db, &mut warnings).await?;
     Ok(Status {
         pgq_version: check.pgq_version,
         schema_version: check.schema_version,
@@ -181,6 +182,83 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
         dead_letters,
         warnings,
     })
+}
+
+/// A session holding the xmin horizon longer than this is warned about (`xmin_horizon_held`).
+const HORIZON_HELD: Duration = Duration::from_secs(60);
+
+/// A replication slot whose horizon is this many transactions old is warned about (slots have
+/// no start time); an inactive slot always is.
+const HORIZON_SLOT_XIDS: i32 = 1_000_000;
+
+/// The oldest holder of the xmin horizon, when it has held it long enough to hurt delivery. A
+/// schema without `pgq_rs.xmin_horizon_holder` (older than this build) or a role that may not
+/// call it gets no warning.
+async fn horizon_warning(
+    db: &mut PgConnection,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), CliError> {
+    let holder = match pgq_core::xmin_horizon_holder(&mut *db).await {
+        Ok(h) => h,
+        Err(e)
+            if matches!(
+                e.kind(),
+                pgq_core::ErrorKind::PermissionDenied | pgq_core::ErrorKind::PgqNotInstalled
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(h) = holder else { return Ok(()) };
+    let effect = "no row version written since can be removed, so every batch makes the next \
+                  one dearer (each consumer's pgq.subscription row keeps all its versions): \
+                  pgq-consumer paces its batches (delivery slows from milliseconds to tens of \
+                  milliseconds), consumers on pgq's own functions (python3-pgq, pgqueue) may fall \
+                  further behind, and tables bloat";
+    let o = |v: &Option<String>| out::one_line(v.as_deref().unwrap_or("?"));
+    let message = match h.kind.as_str() {
+        "session" => {
+            let Some(held) = h.held_for.filter(|d| *d >= HORIZON_HELD) else {
+                return Ok(());
+            };
+            let pid = h.pid.unwrap_or_default();
+            format!(
+                "session {pid} (user {}, application {}, {}) has held the xmin horizon for {}: \
+                 {effect}. Commit or end it (`select pg_terminate_backend({pid})`)",
+                o(&h.user),
+                o(&h.application),
+                o(&h.state),
+                out::dur(held)
+            )
+        }
+        "prepared transaction" => {
+            let Some(held) = h.held_for.filter(|d| *d >= HORIZON_HELD) else {
+                return Ok(());
+            };
+            format!(
+                "prepared transaction {} (owner {}) has held the xmin horizon for {}: {effect}. \
+                 Finish it with COMMIT PREPARED or ROLLBACK PREPARED",
+                o(&h.name),
+                o(&h.user),
+                out::dur(held)
+            )
+        }
+        _ => {
+            if h.state.as_deref() == Some("active") && h.xid_age < HORIZON_SLOT_XIDS {
+                return Ok(());
+            }
+            format!(
+                "replication slot {} ({}) holds the xmin horizon {} transactions back: {effect}. \
+                 Let its consumer catch up, or drop it (`select pg_drop_replication_slot(...)`)",
+                o(&h.name),
+                o(&h.state),
+                h.xid_age
+            )
+        }
+    };
+    warnings.push(warn("xmin_horizon_held", None, None, message));
+    Ok(())
 }
 
 /// Dead letters per queue and consumer, with a warning for each that has new ones (failed within

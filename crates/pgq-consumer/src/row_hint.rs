@@ -123,7 +123,10 @@ impl RowSlot {
     ) -> pgq_core::Result<Option<BatchInfo>> {
         if tuning == BatchTuning::default() && !self.plain.load(Ordering::Relaxed) {
             let hint = self.take();
-            let wait = self.pace.lock().map_or(Duration::ZERO, |mut p| p.wait(queue, consumer));
+            let wait = self
+                .pace
+                .lock()
+                .map_or(Duration::ZERO, |mut p| p.wait(queue, consumer));
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }

@@ -50,8 +50,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
-mod consume;
 pub mod connect;
+mod consume;
 mod coop;
 mod dead_letters;
 pub mod duration;
@@ -71,15 +71,16 @@ mod types;
 mod wakeup;
 
 pub use admin::{
-    HorizonHolder, RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts, rotation_blockers,
-    xmin_horizon_holder,
+    HorizonHolder, RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts,
+    rotation_blockers, xmin_horizon_holder,
 };
 pub use consume::{
     BatchTuning, EventFilter, RowHint, batch_event_sql, batch_owner, batch_retry, event_retry,
-    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, finish_own_batch_at, get_batch_cursor,
-    get_batch_events, get_batch_info, get_consumer_info, get_consumer_info_all,
-    get_consumer_info_queue, next_batch, next_batch_at, next_batch_custom, next_batch_info, register_consumer,
-    register_consumer_at, register_consumer_if_new, stream_batch_events, unregister_consumer,
+    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, finish_own_batch_at,
+    get_batch_cursor, get_batch_events, get_batch_info, get_consumer_info, get_consumer_info_all,
+    get_consumer_info_queue, next_batch, next_batch_at, next_batch_custom, next_batch_info,
+    register_consumer, register_consumer_at, register_consumer_if_new, stream_batch_events,
+    unregister_consumer,
 };
 pub use coop::{
     BatchHandling, CoopFlavor, coop_finish_batch, coop_flavor, coop_next_batch,

@@ -79,7 +79,9 @@ impl Keepalives {
 
     /// The defaults, with the libpq keepalive parameters among `params` (keyword, value)
     /// applied; other keywords are ignored.
-    pub fn from_params<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Keepalives> {
+    pub fn from_params<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Keepalives> {
         let mut k = Keepalives::default();
         for (key, value) in params {
             let bad = |what: &str| {

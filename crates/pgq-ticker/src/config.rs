@@ -664,7 +664,8 @@ fn apply_file(cfg: &mut Config, f: &FileConfig, origin: Option<&str>) -> Result<
             });
         } else {
             for name in list {
-                cfg.databases.push(database_entry(base.with_database(&name)));
+                cfg.databases
+                    .push(database_entry(base.with_database(&name)));
             }
         }
     }
@@ -851,7 +852,10 @@ mod tests {
     #[test]
     fn http_port_alone_is_loopback() {
         assert_eq!(parse_addr(":9187").unwrap().to_string(), "127.0.0.1:9187");
-        assert_eq!(parse_addr("0.0.0.0:9187").unwrap().to_string(), "0.0.0.0:9187");
+        assert_eq!(
+            parse_addr("0.0.0.0:9187").unwrap().to_string(),
+            "0.0.0.0:9187"
+        );
     }
 
     #[test]

@@ -849,6 +849,18 @@ impl Aux {
         }
         match within(stmt, pgq_core::consumer_stats(&mut *c)).await {
             Ok(cs) => {
+                // Per queue, its slowest consumer's lag: how late delivery on the queue is.
+                let mut worst = std::collections::BTreeMap::<String, f64>::new();
+                for s in &cs {
+                    if let Some(lag) = s.lag_secs {
+                        let w = worst.entry(s.queue_name.clone()).or_insert(lag);
+                        *w = w.max(lag);
+                    }
+                }
+                for (queue, lag) in worst {
+                    let l = [("db", db.clone()), ("queue", queue)];
+                    metrics::gauge!("pgq_queue_delivery_lag_seconds", &l).set(lag);
+                }
                 for s in cs {
                     let l = [
                         ("db", db.clone()),
@@ -864,6 +876,21 @@ impl Aux {
             Err(e) => {
                 tracing::warn!(db = self.label(), "{}", self.error("consumer stats", &e));
                 return !e.is_transient();
+            }
+        }
+        // How long the cluster's xmin horizon has been held (0: not held, or by a slot, which
+        // has no start time): consumers slow down while it is (see `pgq status`).
+        match within(stmt, pgq_core::xmin_horizon_holder(&mut *c)).await {
+            Ok(h) => {
+                let age = h.and_then(|h| h.held_for).map_or(0.0, |d| d.as_secs_f64());
+                metrics::gauge!("pgq_xmin_horizon_age_seconds", "db" => db.clone()).set(age);
+            }
+            Err(e) if !e.is_transient() => {
+                tracing::debug!(db = self.label(), error = %e, "no xmin horizon holder");
+            }
+            Err(e) => {
+                tracing::warn!(db = self.label(), "{}", self.error("xmin horizon", &e));
+                return false;
             }
         }
         match within(stmt, pgq_core::dead_letter_counts(&mut *c)).await {

@@ -10,7 +10,10 @@ use crate::util::{bare, run_fails, run_ok};
 async fn libpq_keyword_strings_are_accepted() {
     let db = TestDb::new().await;
     let port = db.cluster().port();
-    let connstr = format!("host=127.0.0.1 port={port} dbname={} user=postgres", db.name());
+    let connstr = format!(
+        "host=127.0.0.1 port={port} dbname={} user=postgres",
+        db.name()
+    );
     let mut c = bare();
     c.args(["--db", &connstr, "queue", "create", "kw_q"]);
     run_ok(c, &["keyword string"]);
@@ -72,7 +75,10 @@ async fn service_file_and_password_file() {
     c.env("PGSERVICEFILE", &services)
         .args(["--db", "service=nope", "queue", "list"]);
     let err = run_fails(c, &["missing service"], 1);
-    assert!(err.contains("definition of service \"nope\" not found"), "{err}");
+    assert!(
+        err.contains("definition of service \"nope\" not found"),
+        "{err}"
+    );
 
     // A service that is not there.
     drop(dir);

@@ -165,9 +165,16 @@ async fn dead_letter_commands_need_the_roles_the_readme_names() {
 
     let err = run_fails(as_role(&reader, &["dlq", "replay", &id]), &["replay"], 1);
     assert!(err.contains("pgq_writer"), "{err}");
-    let err = run_fails(as_role(&writer, &["dlq", "purge", &id, "--yes"]), &["purge"], 1);
+    let err = run_fails(
+        as_role(&writer, &["dlq", "purge", &id, "--yes"]),
+        &["purge"],
+        1,
+    );
     assert!(err.contains("pgq_admin"), "{err}");
-    assert_eq!(json_as(&admin, &["dlq", "list"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json_as(&admin, &["dlq", "list"]).as_array().unwrap().len(),
+        2
+    );
 
     let replayed = json_as(&writer, &["dlq", "replay", &id]);
     assert_eq!(replayed["count"], 1);

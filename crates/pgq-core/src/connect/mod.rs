@@ -168,7 +168,10 @@ pub struct ConnectTarget {
 
 /// Read the environment and the defaults into `p`, and build the target.
 fn build(mut p: params::Params) -> Result<ConnectTarget, ConnectError> {
-    let service = p.get("service").cloned().or_else(|| params::env("PGSERVICE"));
+    let service = p
+        .get("service")
+        .cloned()
+        .or_else(|| params::env("PGSERVICE"));
     if let Some(service) = service {
         params::apply_service(&mut p, &service).map_err(ConnectError::invalid)?;
     }
@@ -211,7 +214,10 @@ fn build(mut p: params::Params) -> Result<ConnectTarget, ConnectError> {
         Some(v) => v.parse()?,
     };
     if let Some(v) = get("client_encoding")
-        && !matches!(v.to_ascii_lowercase().as_str(), "utf8" | "utf-8" | "unicode" | "auto")
+        && !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "utf8" | "utf-8" | "unicode" | "auto"
+        )
     {
         return Err(ConnectError::invalid(format!(
             "client_encoding {v:?} is not supported (only UTF8)"
@@ -279,9 +285,9 @@ fn build(mut p: params::Params) -> Result<ConnectTarget, ConnectError> {
         let port: u16 = if port_text.is_empty() {
             5432
         } else {
-            port_text.parse().map_err(|_| {
-                ConnectError::invalid(format!("invalid port number: {port_text:?}"))
-            })?
+            port_text
+                .parse()
+                .map_err(|_| ConnectError::invalid(format!("invalid port number: {port_text:?}")))?
         };
         // hostaddr, when given, is where to connect (sqlx has one name for both).
         let host = addrs.get(i).filter(|a| !a.is_empty()).unwrap_or(host);
@@ -380,9 +386,8 @@ impl ConnectTarget {
         let p = if connstr.trim().is_empty() {
             params::Params::new()
         } else {
-            params::parse_connstr(connstr).map_err(|e| {
-                ConnectError::invalid(format!("invalid connection string: {e}"))
-            })?
+            params::parse_connstr(connstr)
+                .map_err(|e| ConnectError::invalid(format!("invalid connection string: {e}")))?
         };
         build(p)
     }
@@ -604,8 +609,10 @@ impl ConnectTarget {
                     configure_session(conn, &settings)
                         .await
                         .map_err(|e| sqlx::Error::Configuration(e.into()))?;
-                    if !matches!(attrs, TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby)
-                    {
+                    if !matches!(
+                        attrs,
+                        TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby
+                    ) {
                         check_attrs(conn, attrs).await.map_err(|e| match e {
                             HostFailure::NoMatch(m) | HostFailure::Error(m, _) => {
                                 sqlx::Error::Configuration(m.into())
@@ -674,7 +681,10 @@ enum HostFailure {
 }
 
 /// Check the server of `conn` against `attrs`.
-async fn check_attrs(conn: &mut PgConnection, attrs: TargetSessionAttrs) -> Result<(), HostFailure> {
+async fn check_attrs(
+    conn: &mut PgConnection,
+    attrs: TargetSessionAttrs,
+) -> Result<(), HostFailure> {
     let row = sqlx::query!(
         r#"select current_setting('transaction_read_only') = 'on' as "read_only!",
                   pg_is_in_recovery() as "in_recovery!""#

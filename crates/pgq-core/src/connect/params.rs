@@ -141,9 +141,11 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>, String> {
         }
         None => {
             if (path.contains('@') || query.contains('@')) && authority.contains(':') {
-                return Err("the URL's password seems to hold an unencoded '/', '?' or '#': \
+                return Err(
+                    "the URL's password seems to hold an unencoded '/', '?' or '#': \
                             percent-encode them (%2F, %3F, %23)"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             authority
         }
@@ -297,9 +299,9 @@ fn service_section(
             if found.is_some() {
                 break;
             }
-            let section = rest.strip_suffix(']').ok_or_else(|| {
-                format!("{}:{}: bad section header", file.display(), i + 1)
-            })?;
+            let section = rest
+                .strip_suffix(']')
+                .ok_or_else(|| format!("{}:{}: bad section header", file.display(), i + 1))?;
             current = Some(section.trim());
             if current == Some(name) {
                 found = Some(Vec::new());
@@ -307,9 +309,9 @@ fn service_section(
             continue;
         }
         if current == Some(name) {
-            let (k, v) = line.split_once('=').ok_or_else(|| {
-                format!("{}:{}: expected key=value", file.display(), i + 1)
-            })?;
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("{}:{}: expected key=value", file.display(), i + 1))?;
             if let Some(f) = found.as_mut() {
                 f.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
@@ -369,7 +371,10 @@ pub(crate) fn pgpass_lookup(
             continue;
         }
         let ok = |f: &str, v: &str| f == "*" || f == v;
-        if ok(&fields[0], host) && ok(&fields[1], &port) && ok(&fields[2], dbname) && ok(&fields[3], user)
+        if ok(&fields[0], host)
+            && ok(&fields[1], &port)
+            && ok(&fields[2], dbname)
+            && ok(&fields[3], user)
         {
             let pw = fields[4..].join(":");
             remember_secret(&pw);
@@ -453,7 +458,8 @@ mod tests {
 
     #[test]
     fn keywords() {
-        let p = parse_connstr(r"host=db1 port = 6543 user='pgq admin' password='it\'s' dbname=x").unwrap();
+        let p = parse_connstr(r"host=db1 port = 6543 user='pgq admin' password='it\'s' dbname=x")
+            .unwrap();
         assert_eq!(p["host"], "db1");
         assert_eq!(p["port"], "6543");
         assert_eq!(p["user"], "pgq admin");
@@ -504,7 +510,10 @@ mod pgpass_tests {
         assert_eq!(look("db1", 5432, "app", "pgq").as_deref(), Some("first-pw"));
         assert_eq!(look("db2", 5433, "x", "pgq").as_deref(), Some("any-pw"));
         // A socket directory matches `localhost`.
-        assert_eq!(look("/run/postgresql", 6000, "x", "bob").as_deref(), Some("sock:pw"));
+        assert_eq!(
+            look("/run/postgresql", 6000, "x", "bob").as_deref(),
+            Some("sock:pw")
+        );
         assert_eq!(look("db2", 5433, "x", "bob"), None);
         // Readable by others: ignored, as libpq does.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();

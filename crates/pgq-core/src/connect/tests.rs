@@ -22,7 +22,10 @@ fn several_hosts_keyword_and_url_forms() {
 #[test]
 fn values_are_checked_as_libpq_does() {
     let e = ConnectTarget::parse("host=h user=u dbname=d sslmode=requir").unwrap_err();
-    assert!(e.to_string().contains("invalid sslmode value: \"requir\""), "{e}");
+    assert!(
+        e.to_string().contains("invalid sslmode value: \"requir\""),
+        "{e}"
+    );
     let e = ConnectTarget::parse("host=h user=u dbname=d connect_timeout=soon").unwrap_err();
     assert!(e.to_string().contains("connect_timeout"), "{e}");
     let e = ConnectTarget::parse("host=h user=u dbname=d target_session_attrs=rw").unwrap_err();

@@ -31,7 +31,10 @@ async fn connect_timeout_is_honoured() {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     for (connstr, env) in [
-        (format!("host=127.0.0.1 port={port} dbname=x connect_timeout=1"), None),
+        (
+            format!("host=127.0.0.1 port={port} dbname=x connect_timeout=1"),
+            None,
+        ),
         (
             format!("postgres://u@127.0.0.1:{port}/x"),
             Some(("PGCONNECT_TIMEOUT", "1")),
@@ -47,7 +50,10 @@ async fn connect_timeout_is_honoured() {
         let out = cmd.output().unwrap();
         let log = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{log}");
-        assert!(log.contains("no answer within 1s (connect_timeout)"), "{log}");
+        assert!(
+            log.contains("no answer within 1s (connect_timeout)"),
+            "{log}"
+        );
     }
     drop(silent);
 }

@@ -76,17 +76,27 @@ async fn metrics_the_stats_line_and_a_warning_about_another_ticker() {
         "pgq_dead_letters",
     ];
     // Every documented series of this database, once the first stats round has run.
-    let body = eventually("every documented metric", || async {
-        let body = http_get(port, "/metrics")?;
-        names
+    let started = std::time::Instant::now();
+    let body = loop {
+        let body = http_get(port, "/metrics").unwrap_or_default();
+        let missing: Vec<_> = names
             .iter()
-            .all(|n| {
-                body.lines()
+            .filter(|n| {
+                !body
+                    .lines()
                     .any(|l| l.starts_with(&format!("{n}{{")) && l.contains(&db_label))
             })
-            .then_some(body)
-    })
-    .await;
+            .collect();
+        if missing.is_empty() {
+            break body;
+        }
+        assert!(
+            started.elapsed() < crate::util::DEADLINE,
+            "missing {missing:?} for {db_label}:\n{body}\n{}",
+            t.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let value = |prefix: &str| -> f64 {
         body.lines()
             .find(|l| l.starts_with(prefix) && l.contains(&db_label))
