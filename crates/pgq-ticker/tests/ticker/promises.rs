@@ -56,8 +56,6 @@ async fn metrics_the_stats_line_and_a_warning_about_another_ticker() {
             "100ms",
             "--stats-period",
             "1s",
-            "--maint-period",
-            "1s",
         ],
         true,
     );
@@ -65,7 +63,6 @@ async fn metrics_the_stats_line_and_a_warning_about_another_ticker() {
     let db_label = format!("/{}", db.name());
     let names = [
         "pgq_ticker_ticks_total",
-        "pgq_ticker_maint_operations_total",
         "pgq_ticker_database_up",
         "pgq_ticker_database_active",
         "pgq_queue_tick_lag_seconds",
