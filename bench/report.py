@@ -144,6 +144,24 @@ def build(results, mode):
     t.row("**P5** CPU, ticker + whole cluster, %s (%% of a core)" % scale,
           g("p5.ours_cpu"), "%", g("p5.pgqd_cpu"), "%", "pgqd", "≤ pgqd",
           lambda o, r, x: r is not None and o <= r)
+    # P9
+    hold = n("p9.hold")
+    for phase, what in (("before", "before"), ("held", "while held (%s s)" % hold),
+                        ("after30", "first 30 s after release"), ("after", "later")):
+        und = g("p9.ours.undelivered")
+        for q in ("p50", "p99"):
+            goal, verdict = "—", None
+            if phase == "held" and q == "p99":
+                goal = "≤ 15 ms and ≤ pgqd, 0 undelivered"
+                verdict = (lambda o, r, x, und=und:
+                           o <= 15.0 and (r is None or o <= r) and und == 0)
+            t.row("**P9** latency %s %s, 1000 ev/s, horizon held (undelivered: %s)"
+                  % (q, what, "n/a" if und is None else "%d" % und),
+                  g("p9.ours.%s.%s" % (phase, q)), "ms", g("p9.pgqd10ms.%s.%s" % (phase, q)),
+                  "ms", "pgqd 10 ms + 10 ms polling:", goal, verdict)
+    t.row("**P9** subscription row updates per second while held",
+          g("p9.ours.held.sub_updates_per_s"), "updates/s",
+          g("p9.pgqd10ms.held.sub_updates_per_s"), "updates/s", "pgqd + polling:", "—", None)
     # P6
     t.row("**P6** peak RSS of a consumer process over one %s-event batch" % n("p6.events"),
           g("p6.peak_rss"), "MiB", None, "MiB", "", "≤ 64 MiB",

@@ -138,6 +138,10 @@ Examples:
         /// Exit with status 3 when there are warnings (for monitoring scripts).
         #[arg(long, conflicts_with = "watch")]
         check: bool,
+        /// Warn when a session or prepared transaction has held the xmin horizon longer than
+        /// this (consumers slow down while it is held).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+        horizon_after: Duration,
     },
     /// Send events to a queue: one from the arguments, or many from JSON lines.
     #[command(after_help = "\

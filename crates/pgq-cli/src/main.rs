@@ -71,7 +71,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Consumer(cmd) => consumer::run(&ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
-        Command::Status { watch, check } => status::run(&ctx, watch, check).await,
+        Command::Status {
+            watch,
+            check,
+            horizon_after,
+        } => status::run(&ctx, watch, check, horizon_after).await,
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Tail(args) => tail::run(&ctx, args).await,
         Command::Tick { queue } => tick::tick(&ctx, queue).await,

@@ -49,7 +49,7 @@ fn warn(kind: &'static str, q: Option<&str>, c: Option<&str>, message: String) -
     }
 }
 
-async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
+async fn gather(db: &mut PgConnection, horizon_after: Duration) -> Result<Status, CliError> {
     let check = pgq_core::check(&mut *db).await?;
     let mut warnings = Vec::new();
     if check.pgq_version.is_none() {
@@ -171,7 +171,7 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
         ));
     }
     let dead_letters = dead_letter_counts(db, &mut warnings).await?;
-    horizon_warning(db, &mut warnings).await?;
+    horizon_warning(db, horizon_after, &mut warnings).await?;
     Ok(Status {
         pgq_version: check.pgq_version,
         schema_version: check.schema_version,
@@ -184,18 +184,17 @@ async fn gather(db: &mut PgConnection) -> Result<Status, CliError> {
     })
 }
 
-/// A session holding the xmin horizon longer than this is warned about (`xmin_horizon_held`).
-const HORIZON_HELD: Duration = Duration::from_secs(60);
-
 /// A replication slot whose horizon is this many transactions old is warned about (slots have
 /// no start time); an inactive slot always is.
 const HORIZON_SLOT_XIDS: i32 = 1_000_000;
 
-/// The oldest holder of the xmin horizon, when it has held it long enough to hurt delivery. A
+/// The oldest holder of the xmin horizon, when it has held it longer than `horizon_after` (a
+/// session or prepared transaction; `pgq status --horizon-after`, default 60 s). A
 /// schema without `pgq_rs.xmin_horizon_holder` (older than this build) or a role that may not
 /// call it gets no warning.
 async fn horizon_warning(
     db: &mut PgConnection,
+    horizon_after: Duration,
     warnings: &mut Vec<Warning>,
 ) -> Result<(), CliError> {
     let holder = match pgq_core::xmin_horizon_holder(&mut *db).await {
@@ -219,7 +218,7 @@ async fn horizon_warning(
     let o = |v: &Option<String>| out::one_line(v.as_deref().unwrap_or("?"));
     let message = match h.kind.as_str() {
         "session" => {
-            let Some(held) = h.held_for.filter(|d| *d >= HORIZON_HELD) else {
+            let Some(held) = h.held_for.filter(|d| *d >= horizon_after) else {
                 return Ok(());
             };
             let pid = h.pid.unwrap_or_default();
@@ -233,7 +232,7 @@ async fn horizon_warning(
             )
         }
         "prepared transaction" => {
-            let Some(held) = h.held_for.filter(|d| *d >= HORIZON_HELD) else {
+            let Some(held) = h.held_for.filter(|d| *d >= horizon_after) else {
                 return Ok(());
             };
             format!(
@@ -364,10 +363,15 @@ fn print(ctx: &Ctx, s: &Status) -> Result<(), CliError> {
 
 /// Show the status once, or every `watch` until interrupted. With `check`, warnings make it
 /// fail ([`CliError::Warnings`], exit status 3) after printing.
-pub(crate) async fn run(ctx: &Ctx, watch: Option<Duration>, check: bool) -> Result<(), CliError> {
+pub(crate) async fn run(
+    ctx: &Ctx,
+    watch: Option<Duration>,
+    check: bool,
+    horizon_after: Duration,
+) -> Result<(), CliError> {
     let mut db = ctx.connect().await?;
     let Some(every) = watch else {
-        let result = gather(&mut db).await;
+        let result = gather(&mut db, horizon_after).await;
         conn::close(db).await;
         let status = result?;
         print(ctx, &status)?;
@@ -379,7 +383,7 @@ pub(crate) async fn run(ctx: &Ctx, watch: Option<Duration>, check: bool) -> Resu
     let clear = !ctx.json && std::io::stdout().is_terminal();
     let interrupt = Interrupt::install();
     while !interrupt.is_set() {
-        let s = gather(&mut db).await?;
+        let s = gather(&mut db, horizon_after).await?;
         if clear {
             out::line("\x1b[2J\x1b[H")?;
         }

@@ -10,10 +10,10 @@
 //!
 //! The two updates of each batch still cost more with every version the horizon keeps (each
 //! inserts into pgq's unique primary-key index, which checks every older version of the row), so
-//! the consumer also paces itself by what they cost: when taking and finishing a batch took
-//! longer than [`PACE_FROM`], the next batch is asked for no sooner than [`PACE_FACTOR`] times
-//! that after the previous one (at most [`PACE_MAX`]), and spans everything that arrived in
-//! between. Fewer, larger batches add fewer versions, which keeps the cost from running away.
+//! the consumer also paces itself by what they cost: when taking and finishing a batch take
+//! longer than [`PACE_FROM`] (smoothed over the last few batches), the next batch is asked for
+//! no sooner than [`PACE_FACTOR`] times that after the previous one (at most [`PACE_MAX`]), and
+//! spans everything that arrived in between. Fewer, larger batches add fewer versions, which keeps the cost from running away.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -45,7 +45,7 @@ struct Pace {
     started: Option<Instant>,
     /// How long asking for it took.
     next: Duration,
-    /// Its cost: asking plus finishing.
+    /// The cost of a batch's two updates (asking plus finishing), smoothed over the last few.
     cost: Duration,
     /// Pacing now (for logging the change once).
     pacing: bool,
@@ -181,7 +181,9 @@ impl RowSlot {
             let hint = pgq_core::finish_own_batch_at(&mut *conn, batch, queue, consumer).await?;
             let finished = hint.is_some();
             if let Ok(mut p) = self.pace.lock() {
-                p.cost = p.next + started.elapsed();
+                // Smoothed, so that one slow moment of a busy machine does not start pacing.
+                let sample = p.next + started.elapsed();
+                p.cost = p.cost.mul_f64(0.75) + sample.mul_f64(0.25);
             }
             self.set(hint);
             return Ok(finished);

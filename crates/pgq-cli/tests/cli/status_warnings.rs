@@ -87,3 +87,72 @@ async fn an_older_schema_is_a_schema_outdated_warning_until_install() {
         "{s}"
     );
 }
+
+/// The messages of the `xmin_horizon_held` warnings.
+fn horizon_messages(s: &Value) -> Vec<String> {
+    s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["kind"] == "xmin_horizon_held")
+        .map(|w| w["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_session_holding_the_xmin_horizon_is_named_until_it_ends() {
+    use pgq_core::sqlx::{Connection as _, PgConnection};
+    let db = TestDb::new().await;
+    let mut holder = PgConnection::connect(&db.url()).await.unwrap();
+    for sql in [
+        "set application_name = 'nightly report'",
+        "begin isolation level repeatable read",
+        "select count(*) from pg_class",
+    ] {
+        pgq_core::sqlx::query(sql)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    }
+    let pid: i32 = pgq_core::sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // The oldest holder is named; other tests' sessions may be older for a moment.
+    let args = ["status", "--horizon-after", "1s"];
+    let mut named = None;
+    for _ in 0..50 {
+        named = horizon_messages(&json(&db, &args))
+            .into_iter()
+            .find(|m| m.contains(&format!("session {pid} ")));
+        if named.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let m = named.expect("the session holding the horizon is named");
+    assert!(
+        m.contains("nightly report") && m.contains("idle in transaction"),
+        "{m}"
+    );
+    assert!(m.contains(&format!("pg_terminate_backend({pid})")), "{m}");
+    fails(&db, &["status", "--check", "--horizon-after", "1s"], 3);
+    // Under the default threshold (60 s) it is not yet worth a warning.
+    assert!(
+        !horizon_messages(&json(&db, &["status"]))
+            .iter()
+            .any(|m| m.contains(&format!("session {pid} "))),
+    );
+    pgq_core::sqlx::query("commit")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder.close().await.unwrap();
+    assert!(
+        !horizon_messages(&json(&db, &args))
+            .iter()
+            .any(|m| m.contains(&format!("session {pid} "))),
+        "gone once the transaction ends"
+    );
+}

@@ -70,6 +70,8 @@ async fn metrics_the_stats_line_and_a_warning_about_another_ticker() {
         "pgq_queue_new_events",
         "pgq_consumer_lag_seconds",
         "pgq_consumer_pending_events",
+        "pgq_queue_delivery_lag_seconds",
+        "pgq_xmin_horizon_age_seconds",
         "pgq_dead_letters",
     ];
     // Every documented series of this database, once the first stats round has run.
