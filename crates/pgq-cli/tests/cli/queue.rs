@@ -179,7 +179,13 @@ async fn invalid_durations_and_settings_are_usage_errors_and_change_nothing() {
     let db = TestDb::new().await;
     for args in [
         vec!["queue", "create", "q", "--ticker-max-lag", "soon"],
-        vec!["queue", "create", "q", "--ticker-idle-period", "5 fortnights"],
+        vec![
+            "queue",
+            "create",
+            "q",
+            "--ticker-idle-period",
+            "5 fortnights",
+        ],
         vec!["queue", "create", "q", "--rotation-period", "0s"],
         vec!["queue", "create", "q", "--ticker-max-count", "0"],
         vec!["queue", "create", "q", "--ticker-max-count", "many"],
