@@ -261,14 +261,24 @@ async fn horizon_warning(
 }
 
 /// Dead letters per queue and consumer, with a warning for each that has new ones (failed within
-/// the last [`NEW_DEAD_LETTERS`]). A role that may not read them (they need pgq_reader) gets none.
+/// the last [`NEW_DEAD_LETTERS`]). A role that may not read them (they need pgq_reader), or a
+/// schema from before dead letters, gets none.
 async fn dead_letter_counts(
     db: &mut PgConnection,
     warnings: &mut Vec<Warning>,
 ) -> Result<Vec<pgq_core::DeadLetterCount>, CliError> {
     let counts = match pgq_core::dead_letter_counts(&mut *db).await {
         Ok(c) => c.into_iter().filter(|d| d.count > 0).collect::<Vec<_>>(),
-        Err(e) if e.kind() == pgq_core::ErrorKind::PermissionDenied => return Ok(Vec::new()),
+        // A role that may not read them, or a schema from before dead letters (the
+        // `schema_outdated` warning says to install): no counts, the rest of the status stands.
+        Err(e)
+            if matches!(
+                e.kind(),
+                pgq_core::ErrorKind::PermissionDenied | pgq_core::ErrorKind::PgqNotInstalled
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
         Err(e) => return Err(e.into()),
     };
     let since = chrono::Utc::now()

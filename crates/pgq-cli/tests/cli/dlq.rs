@@ -286,3 +286,27 @@ async fn status_counts_dead_letters_and_warns_about_new_ones() {
         "{s}"
     );
 }
+
+/// A database whose schema predates dead letters still gets its status (and the
+/// `schema_outdated` warning that says to install), not an error.
+#[tokio::test]
+async fn status_works_on_a_schema_from_before_dead_letters() {
+    let db = TestDb::new().await;
+    ok(&db, &["queue", "create", "q"]);
+    exec(
+        &db,
+        "drop table pgq_rs.dead_letter cascade; \
+         delete from pgq_rs._sqlx_migrations where version >= 20260101000007",
+    )
+    .await;
+    let s = json(&db, &["status"]);
+    assert_eq!(s["dead_letters"], serde_json::json!([]), "{s}");
+    assert!(
+        s["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["kind"] == "schema_outdated"),
+        "{s}"
+    );
+}
