@@ -162,6 +162,41 @@ def build(results, mode):
     t.row("**P9** subscription row updates per second while held",
           g("p9.ours.held.sub_updates_per_s"), "updates/s",
           g("p9.pgqd10ms.held.sub_updates_per_s"), "updates/s", "pgqd + polling:", "—", None)
+    # P10
+    lost10 = g("p10.ours.lost")
+    for q, limit in (("p50", None), ("p99", 15.0)):
+        goal, verdict = "—", None
+        if limit is not None:
+            goal = "≤ %g ms and ≤ pgqd, 0 lost" % limit
+            verdict = (lambda o, r, x, limit=limit, lost=lost10:
+                       o <= limit and (r is None or o <= r) and lost == 0)
+        t.row("**P10** worst consumer's %s, 10 consumer processes on one lag-0 queue, 1000 ev/s "
+              "(lost: %s)" % (q, "n/a" if lost10 is None else "%d" % lost10),
+              g("p10.ours.worst_%s" % q), "ms", g("p10.pgqd10ms.worst_%s" % q), "ms",
+              "pgqd 10 ms + pgqueue polling 10 ms:", goal, verdict)
+    for part, what in (("db", "database"), ("ticker", "ticker"), ("consumer", "one consumer")):
+        t.row("P10 CPU of the %s (%% of a core)" % what,
+              g("p10.ours.cpu_%s" % part), "%", g("p10.pgqd10ms.cpu_%s" % part), "%",
+              "pgqd + pgqueue:", "—", None)
+    # P11
+    lost11 = g("p11.ours.lost")
+    for q, limit in (("p50", 5.0), ("p99", 20.0)):
+        t.row("**P11** latency %s at 10 000 ev/s (singly and in batches; reached %s ev/s; lost: %s)"
+              % (q, n("p11.ours.reached"), "n/a" if lost11 is None else "%d" % lost11),
+              g("p11.ours.%s" % q), "ms", g("p11.pgqd10ms.%s" % q), "ms",
+              "pgqd 10 ms + pgqueue polling 10 ms:", "≤ %g ms, 0 lost" % limit,
+              lambda o, r, x, limit=limit, lost=lost11: o <= limit and lost == 0)
+    # P12
+    lag12 = g("p12.ours.lag_max")
+    t.row("**P12** sustained pipeline, 4 producers × batches of 100: events/s delivered "
+          "(worst lag %s) vs the same rows into a plain table" % fmt(lag12, "ms"),
+          g("p12.ours.delivered_per_s"), "ev/s", g("p12.table.rows_per_s"), "rows/s",
+          "plain table:", "ours ≥ 0.7× table (ratio ≤ 1.43), lag ≤ 1 s",
+          lambda o, r, x, lag=lag12: x is not None and x <= 1 / 0.7 and lag is not None and lag <= 1000)
+    t.row("P12 the same load through pgqd 10 ms + pgqueue: delivered ev/s (worst lag %s)"
+          % fmt(g("p12.pgqd10ms.lag_max"), "ms"),
+          g("p12.ours.delivered_per_s"), "ev/s", g("p12.pgqd10ms.delivered_per_s"), "ev/s",
+          "pgqd + pgqueue:", "—", None)
     # P6
     t.row("**P6** peak RSS of a consumer process over one %s-event batch" % n("p6.events"),
           g("p6.peak_rss"), "MiB", None, "MiB", "", "≤ 64 MiB",

@@ -7,6 +7,10 @@ directory where scripts/setup-env installed pgqueue 0.6 from PyPI). Run with Deb
     peers.py pgqueue-bulk DSN QUEUE ROWS RUNS           pgqueue.bulk_insert_events of ROWS events
     peers.py pgqueue-consume DSN QUEUE CONSUMER N RUNS  pgqueue's Consumer reading one N-event batch
     peers.py pgq-consume DSN QUEUE CONSUMER N RUNS      python3-pgq's Consumer reading the same batch
+    peers.py pgqueue-follow DSN QUEUE CONSUMER TOTAL STOP_AT_US
+                                                        pgqueue's Consumer polling every 10 ms until
+                                                        TOTAL events (0: no limit) or the epoch time
+                                                        STOP_AT_US (examples/bench_load.rs)
 
 Each prints `RESULT <key> <median> ms` (and the runs) on stdout. The rows are the Rust side's: event
 time now, type "bench" and a 100-byte zero-padded counter as data. The consumers read the batch as they
@@ -132,10 +136,39 @@ def pgq_consume(dsn, queue, consumer, count, runs):
     report("p3.pgq_consume", times)
 
 
+def pgqueue_follow(dsn, queue, consumer, total, stop_at_us, poll_s=0.01):
+    """Poll for batches every `poll_s`, as a pgqueue service does; each event's data is its send
+    time (us since the epoch). Prints `FOLLOW <events> <p50 ms> <p99 ms> <max ms> <cpu s>`."""
+    import pgqueue
+
+    db = psycopg2.connect(dsn)
+    reader = pgqueue.Consumer(queue, consumer)
+    lat = []
+    while (total == 0 or len(lat) < total) and time.time() * 1e6 < stop_at_us:
+        for ev in reader.next_events(db, commit=True):
+            now = time.time() * 1e6
+            if now < stop_at_us:
+                lat.append((now - int(ev.data)) / 1000.0)
+        db.commit()
+        time.sleep(poll_s)
+    db.close()
+    lat.sort()
+
+    def q(p):
+        return lat[int(round((len(lat) - 1) * p))] if lat else float("nan")
+
+    t = os.times()
+    print("FOLLOW %d %.3f %.3f %.3f %.2f" % (len(lat), q(0.5), q(0.99), lat[-1] if lat else float("nan"),
+                                            t.user + t.system))
+    sys.stdout.flush()
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "pgqueue-bulk":
         pgqueue_bulk(args[0], args[1], int(args[2]), int(args[3]))
+    elif cmd == "pgqueue-follow":
+        pgqueue_follow(args[0], args[1], args[2], int(args[3]), int(args[4]))
     elif cmd == "pgqueue-consume":
         pgqueue_consume(args[0], args[1], args[2], int(args[3]), int(args[4]))
     elif cmd == "pgq-consume":

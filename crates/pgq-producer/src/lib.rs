@@ -46,7 +46,7 @@ mod typed;
 
 pub use cdc::{ChangeCapture, EventField, captures, detach_queue};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use producer::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, Producer};
+pub use producer::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, Producer, SendFuture};
 pub use typed::{Extras, TypedEvent, json_event};
 
 pub use pgq_core;

@@ -12,6 +12,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BoxError, Error, Result};
+
+/// The future of [`Producer::send_batch`]: boxed, `Send`, resolving to the events' ids in order.
+pub type SendFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<EventId>>> + Send + 'a>>;
 use crate::typed::{TypedEvent, json_event, typed_event};
 
 const SEND: &str = "sending an event (pgq.insert_event)";
@@ -192,7 +196,18 @@ impl Producer {
     /// `conn` is anything sqlx can acquire a connection from: `&PgPool`, `&mut PgConnection` or
     /// `&mut Transaction`. (Start transactions through sqlx, not with a raw `BEGIN`, so it knows to
     /// use a savepoint.) Needs `pgq_writer`; events with [`NewEvent::time`] set need `pgq_admin`.
-    pub async fn send_batch<'c, A>(&self, conn: A, events: &[NewEvent]) -> Result<Vec<EventId>>
+    ///
+    /// The future is boxed and `Send`, so it can be awaited in a spawned task (a web handler)
+    /// with a transaction of that task: `producer.send_batch(&mut *tx, &events).await`.
+    pub fn send_batch<'a, 'c, A>(&'a self, conn: A, events: &'a [NewEvent]) -> SendFuture<'a>
+    where
+        A: Acquire<'c, Database = Postgres> + Send + 'a,
+        'c: 'a,
+    {
+        Box::pin(self.send_batch_inner(conn, events))
+    }
+
+    async fn send_batch_inner<'c, A>(&self, conn: A, events: &[NewEvent]) -> Result<Vec<EventId>>
     where
         A: Acquire<'c, Database = Postgres>,
     {
@@ -233,14 +248,17 @@ impl Producer {
     }
 
     /// [`send_batch`](Self::send_batch) of typed values. Nothing is sent if any value fails to
-    /// serialize.
-    pub async fn send_typed_batch<'c, A, T>(&self, conn: A, values: &[T]) -> Result<Vec<EventId>>
+    /// serialize. Boxed and `Send` like [`send_batch`](Self::send_batch).
+    pub fn send_typed_batch<'a, 'c, A, T>(&'a self, conn: A, values: &'a [T]) -> SendFuture<'a>
     where
-        A: Acquire<'c, Database = Postgres>,
-        T: TypedEvent + serde::Serialize,
+        A: Acquire<'c, Database = Postgres> + Send + 'a,
+        'c: 'a,
+        T: TypedEvent + serde::Serialize + Sync,
     {
-        let events = values.iter().map(typed_event).collect::<Result<Vec<_>>>()?;
-        self.send_batch(conn, &events).await
+        Box::pin(async move {
+            let events = values.iter().map(typed_event).collect::<Result<Vec<_>>>()?;
+            self.send_batch_inner(conn, &events).await
+        })
     }
 
     /// Bulk-insert a stream of events with `COPY` into the queue's current event table, in the

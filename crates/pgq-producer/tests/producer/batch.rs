@@ -97,3 +97,38 @@ async fn typed_batches() {
     assert_eq!(got[42].ev_type.as_deref(), Some("tick"));
     assert_eq!(got[42].ev_data.as_deref(), Some(r#"{"n":42}"#));
 }
+
+/// A web handler runs in a spawned task and sends in its own transaction: `send_batch` and
+/// `send_typed_batch` with `&mut *tx` (and a pooled connection) must compile there, i.e. their
+/// futures are `Send` (before they were boxed, this test did not compile: "implementation of
+/// `Acquire` is not general enough").
+#[tokio::test]
+async fn batches_can_be_sent_from_a_spawned_task_in_its_transaction() {
+    #[derive(serde::Serialize)]
+    struct Order {
+        id: u32,
+    }
+    impl TypedEvent for Order {
+        const EVENT_TYPE: &'static str = "order";
+    }
+    let db = TestDb::new().await;
+    let pool = db.pool().clone();
+    let q = setup(&pool, "spawned").await;
+    let task = tokio::spawn({
+        let (pool, q) = (pool.clone(), q.clone());
+        async move {
+            let p = Producer::new(q);
+            let mut tx = pool.begin().await?;
+            p.send_batch(&mut *tx, &[ev(0), ev(1)]).await?;
+            p.send_typed_batch(&mut *tx, &[Order { id: 7 }]).await?;
+            tx.commit().await?;
+            let mut conn = pool.acquire().await?;
+            p.send_batch(&mut *conn, &[ev(2)]).await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }
+    });
+    task.await.unwrap().unwrap();
+    let got = consume(&pool, &q).await;
+    let types: Vec<_> = got.iter().map(|e| e.ev_type.clone().unwrap()).collect();
+    assert_eq!(types, ["t0", "t1", "order", "t2"]);
+}
