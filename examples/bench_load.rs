@@ -10,7 +10,8 @@
 //!   connections, half in batches of 50 by a third; one consumer process: p50/p99, lost events,
 //!   the rate the producers reached.
 //! - `pipeline ours|pgqd|table PRODUCERS BATCH SECS`: P12, PRODUCERS connections sending batches
-//!   of BATCH events per transaction as fast as they can for SECS, one consumer process: events/s
+//!   of BATCH events per transaction as fast as they can for SECS (pausing while the consumer is
+//!   more than 500 ms behind), one consumer process: events/s
 //!   delivered within the window and the consumer's worst lag; `table` inserts the same rows into
 //!   a plain table instead (the reference the ratio is taken to).
 //! - `follow URL QUEUE CONSUMER TOTAL STOP_AT_US` (used by the modes above): one consumer process
@@ -27,6 +28,7 @@ mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -222,6 +224,7 @@ async fn produce(
     load: &Load,
     secs: u64,
     table: Option<&str>,
+    paused: Option<Arc<AtomicBool>>,
 ) -> Res<u64> {
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
@@ -243,6 +246,7 @@ async fn produce(
     for &(size, per_s) in &load.batches {
         let (pool, queue) = (pool.clone(), queue.clone());
         let table = table.map(str::to_string);
+        let paused = paused.clone();
         tasks.push(tokio::spawn(async move {
             // A plain connection: `send_batch` on a pooled one is not `Send` in a spawned task.
             let mut conn = pool.acquire().await?.detach();
@@ -258,6 +262,10 @@ async fn produce(
                     tokio::time::sleep_until(due.into()).await;
                 } else if Instant::now() >= end {
                     break;
+                }
+                if paused.as_ref().is_some_and(|p| p.load(Ordering::Relaxed)) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
                 }
                 let sent = now_us().to_string();
                 match &table {
@@ -305,7 +313,7 @@ async fn consumers(who: Who, n: u64, rate: u64, secs: u64) -> Res<()> {
         singles: vec![rate],
         ..Default::default()
     };
-    let sent = produce(&s.pool, &s.queue, &load, secs, None).await?;
+    let sent = produce(&s.pool, &s.queue, &load, secs, None, None).await?;
     let wall = started.elapsed().as_secs_f64();
     let db = cluster_cpu_delta(&db0, &cluster_cpu(&s.cluster)) / wall * 100.0;
     let ticker = (cpu_secs(ticker_pid) - t0) / wall * 100.0;
@@ -358,7 +366,7 @@ async fn rate(who: Who, rate: u64, secs: u64) -> Res<()> {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
-    let sent = produce(&s.pool, &s.queue, &load, secs, None).await?;
+    let sent = produce(&s.pool, &s.queue, &load, secs, None, None).await?;
     let reached = sent as f64 / started.elapsed().as_secs_f64();
     let f = wait_follower(child)?;
     let key = who.key();
@@ -380,19 +388,26 @@ async fn rate(who: Who, rate: u64, secs: u64) -> Res<()> {
     Ok(())
 }
 
+/// P12's backpressure: producers pause while the consumer's lag is above this.
+const PAUSE_LAG_MS: u64 = 500;
+
 /// P12: producers as fast as they can, one consumer: delivered events/s and its lag.
 async fn pipeline(who: Who, producers: u64, batch: u64, secs: u64) -> Res<()> {
     let s = setup(who, 1).await?;
     let table = (who == Who::Table).then_some("plain_events");
     if let Some(t) = table {
-        // The rows an event table holds, without the queue: the reference for the ratio.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "create table {t} (ev_id bigserial, ev_time timestamptz not null default now(), \
-             ev_txid bigint not null default txid_current(), ev_retry int, ev_type text, ev_data text, \
-             ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)"
-        )))
-        .execute(&s.pool)
-        .await?;
+        // The rows an event table holds, as an event table holds them (same columns, an index
+        // on the transaction id), without the queue: the reference for the ratio.
+        for q in [
+            format!(
+                "create table {t} (ev_id bigserial, ev_time timestamptz not null default now(), \
+                 ev_txid bigint not null default txid_current(), ev_owner int, ev_retry int, ev_type text, \
+                 ev_data text, ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)"
+            ),
+            format!("create index on {t} (ev_txid)"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(q)).execute(&s.pool).await?;
+        }
     }
     let window_end = now_us() + (secs as i64 + 2) * 1_000_000;
     let child = (who != Who::Table).then(|| spawn_follower(who, &s, "c0", 0, window_end));
@@ -401,8 +416,31 @@ async fn pipeline(who: Who, producers: u64, batch: u64, secs: u64) -> Res<()> {
         batches: vec![(batch as usize, 0); producers as usize],
         ..Default::default()
     };
+    // Backpressure, as a service would apply it: the producers pause while the consumer is more
+    // than half a second behind, so what is measured is the rate the pipeline sustains with the
+    // consumer's lag bounded.
+    let paused = Arc::new(AtomicBool::new(false));
+    let watch = (who != Who::Table).then(|| {
+        let (pool, queue, paused) = (s.pool.clone(), s.queue.clone(), paused.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Ok(info) = pgq_core::get_consumer_info_queue(&pool, &queue).await else {
+                    continue;
+                };
+                let behind = info
+                    .iter()
+                    .filter_map(|c| c.lag)
+                    .any(|l| l > Duration::from_millis(PAUSE_LAG_MS));
+                paused.store(behind, Ordering::Relaxed);
+            }
+        })
+    });
     let started = Instant::now();
-    let sent = produce(&s.pool, &s.queue, &load, secs, table).await?;
+    let sent = produce(&s.pool, &s.queue, &load, secs, table, Some(paused)).await?;
+    if let Some(w) = watch {
+        w.abort();
+    }
     let wall = started.elapsed().as_secs_f64();
     let key = who.key();
     let produced = sent as f64 / wall;
