@@ -109,7 +109,11 @@ async fn library_refuses_bad_names_and_handles_odd_valid_ones() {
             .send(pool, &NewEvent::new("t", "x"))
             .await
             .unwrap_err();
-        assert_eq!(e.kind(), pgq_producer::ErrorKind::QueueNotFound, "{e}");
+        assert_eq!(
+            e.kind(),
+            pgq_producer::ErrorKind::Core(ErrorKind::QueueNotFound),
+            "{e}"
+        );
         assert!(
             e.to_string().contains(&format!("{:?}", queue.as_str())),
             "{e}"

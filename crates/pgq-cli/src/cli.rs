@@ -23,14 +23,7 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
 
 /// Parse a duration for a queue setting: at most [`pgq_core::QueueConfig::MAX_DURATION`].
 pub(crate) fn config_duration(s: &str) -> Result<Duration, String> {
-    let d = duration(s)?;
-    if d > pgq_core::QueueConfig::MAX_DURATION {
-        return Err(format!(
-            "duration {:?} is out of range: a queue setting is at most 100 years",
-            s.trim()
-        ));
-    }
-    Ok(d)
+    pgq_core::parse_setting_duration(s)
 }
 
 /// Parse a positive duration for a queue setting.
@@ -309,7 +302,7 @@ Examples:
         name: QueueName,
         /// Settings to change.
         #[arg(value_name = "KEY=VALUE", value_parser = crate::queue::parse_setting)]
-        settings: Vec<crate::queue::Setting>,
+        settings: Vec<pgq_core::QueueSetting>,
     },
     /// Pause ticking of a queue (consumers get no new batches).
     #[command(after_help = "\

@@ -3,12 +3,11 @@
 //! `target_session_attrs`, service and password files); the connect timeout; and keeping
 //! passwords out of every message ([`pgq_core::redact`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pgq_core::connect::{ConnectError, ConnectTarget};
 use pgq_core::sqlx::Connection;
-use pgq_core::sqlx::postgres::{PgConnectOptions, PgConnection};
+use pgq_core::sqlx::postgres::PgConnection;
 
 use crate::error::CliError;
 
@@ -28,8 +27,6 @@ pub(crate) fn redact(text: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct Target {
     target: ConnectTarget,
-    /// The host the last connection went to (an index into the target's hosts).
-    chosen: AtomicUsize,
 }
 
 impl Target {
@@ -56,16 +53,12 @@ impl Target {
             Some(t) => target.with_connect_timeout(Some(t)),
             None => target.with_default_connect_timeout(DEFAULT_CONNECT_TIMEOUT),
         };
-        Ok(Target {
-            target,
-            chosen: AtomicUsize::new(0),
-        })
+        Ok(Target { target })
     }
 
-    /// The connection options of the host the last connection went to.
-    pub(crate) fn options(&self) -> &PgConnectOptions {
-        let hosts = self.target.hosts();
-        &hosts[self.chosen.load(Ordering::Relaxed).min(hosts.len() - 1)]
+    /// The connection settings (every host; each connect picks one again).
+    pub(crate) fn connect_target(&self) -> &ConnectTarget {
+        &self.target
     }
 
     /// `user@host:port[,host:port...]/db`, never with a password.
@@ -79,15 +72,8 @@ impl Target {
     /// server ends it when the client's network is gone.
     pub(crate) async fn connect(&self) -> Result<PgConnection, CliError> {
         let hint = "check --db, DATABASE_URL or the PG* variables, and that the server is running";
-        match self
-            .target
-            .connect_index(&self.target.session_settings())
-            .await
-        {
-            Ok((conn, i)) => {
-                self.chosen.store(i, Ordering::Relaxed);
-                Ok(conn)
-            }
+        match self.target.connect().await {
+            Ok(conn) => Ok(conn),
             Err(ConnectError::Failed {
                 timed_out: true,
                 attempts,

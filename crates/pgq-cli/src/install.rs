@@ -21,7 +21,7 @@ struct CheckView {
     schema_up_to_date: bool,
     ticker_alive: Option<bool>,
     /// The ticker's session (`null`: none running).
-    ticker: Option<pgq_core::LockHolder>,
+    ticker: Option<pgq_core::TickerSession>,
     /// Which pgq_coop is installed (`null`: none).
     coop: Option<pgq_core::CoopFlavor>,
     queues: Vec<QueueTickView>,

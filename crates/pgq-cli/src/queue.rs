@@ -1,9 +1,7 @@
 //! `pgq queue ...`.
 
-use std::time::Duration;
-
 use pgq_core::sqlx::PgConnection;
-use pgq_core::{QueueConfig, QueueName};
+use pgq_core::{QueueConfig, QueueName, QueueSetting};
 use serde::Serialize;
 
 use crate::cli::QueueCmd;
@@ -11,84 +9,11 @@ use crate::error::{CliError, Names, sh};
 use crate::out::{self, ConfigView, ConsumerView, QueueView};
 use crate::{Ctx, conn};
 
-/// One `KEY=VALUE` of `pgq queue config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Setting {
-    TickerMaxCount(i32),
-    TickerMaxLag(Duration),
-    TickerIdlePeriod(Duration),
-    TickerPaused(bool),
-    RotationPeriod(Duration),
-    ExternalTicker(bool),
-    DisableInsert(bool),
-    PerTxLimit(Option<i32>),
-}
-
-const KEYS: &str = "ticker_max_count, ticker_max_lag, ticker_idle_period, ticker_paused, \
-                    rotation_period, external_ticker, disable_insert, per_tx_limit";
-
-fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "on" | "yes" | "1" => Ok(true),
-        "false" | "off" | "no" | "0" => Ok(false),
-        _ => Err(format!("{key} must be true or false, not {v:?}")),
-    }
-}
-
-fn parse_count(key: &str, v: &str) -> Result<i32, String> {
-    match v.parse::<i32>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!(
-            "{key} must be a whole number from 1 to 2147483647, not {v:?}"
-        )),
-    }
-}
-
-/// Parse `KEY=VALUE` (clap reports a bad one as a usage error).
-pub(crate) fn parse_setting(s: &str) -> Result<Setting, String> {
-    let (key, value) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?} (keys: {KEYS})"))?;
-    let key = key.trim();
-    let value = value.trim();
-    let d = |v: &str| crate::cli::config_duration(v).map_err(|e| format!("{key}: {e}"));
-    Ok(match key {
-        "ticker_max_count" => Setting::TickerMaxCount(parse_count(key, value)?),
-        "ticker_max_lag" => Setting::TickerMaxLag(d(value)?),
-        "ticker_idle_period" => Setting::TickerIdlePeriod(d(value)?),
-        "ticker_paused" => Setting::TickerPaused(parse_bool(key, value)?),
-        "rotation_period" => {
-            let p = d(value)?;
-            if p.is_zero() {
-                return Err("rotation_period must be greater than zero".to_owned());
-            }
-            Setting::RotationPeriod(p)
-        }
-        "external_ticker" => Setting::ExternalTicker(parse_bool(key, value)?),
-        "disable_insert" => Setting::DisableInsert(parse_bool(key, value)?),
-        "per_tx_limit" => Setting::PerTxLimit(match value.to_ascii_lowercase().as_str() {
-            "none" | "null" | "unlimited" => None,
-            _ => Some(parse_count(key, value)?),
-        }),
-        _ => return Err(format!("unknown setting {key:?} (keys: {KEYS})")),
-    })
-}
-
-fn config_of(settings: &[Setting]) -> QueueConfig {
-    let mut c = QueueConfig::default();
-    for s in settings {
-        match *s {
-            Setting::TickerMaxCount(n) => c.ticker_max_count = Some(n),
-            Setting::TickerMaxLag(d) => c.ticker_max_lag = Some(d),
-            Setting::TickerIdlePeriod(d) => c.ticker_idle_period = Some(d),
-            Setting::TickerPaused(b) => c.ticker_paused = Some(b),
-            Setting::RotationPeriod(d) => c.rotation_period = Some(d),
-            Setting::ExternalTicker(b) => c.external_ticker = Some(b),
-            Setting::DisableInsert(b) => c.disable_insert = Some(b),
-            Setting::PerTxLimit(l) => c.per_tx_limit = Some(l),
-        }
-    }
-    c
+/// Parse `KEY=VALUE` ([`QueueSetting`]'s own parsing and checks; clap reports a bad one as a
+/// usage error).
+pub(crate) fn parse_setting(s: &str) -> Result<QueueSetting, String> {
+    s.parse()
+        .map_err(|e: pgq_core::QueueSettingError| e.to_string())
 }
 
 #[derive(Serialize)]
@@ -273,7 +198,7 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: QueueCmd) -> Result<(), C
         }
         QueueCmd::Config { name, settings } => {
             if !settings.is_empty() {
-                pgq_core::set_queue_config(&mut *db, &name, &config_of(&settings))
+                pgq_core::set_queue_config(&mut *db, &name, &settings.into_iter().collect())
                     .await
                     .queue(&name)?;
             }
@@ -374,17 +299,19 @@ pub(crate) fn db_error(e: pgq_core::sqlx::Error) -> CliError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn settings_parse() {
         assert_eq!(
             parse_setting("ticker_max_lag=500ms"),
-            Ok(Setting::TickerMaxLag(Duration::from_millis(500)))
+            Ok(QueueSetting::TickerMaxLag(Duration::from_millis(500)))
         );
         assert_eq!(
             parse_setting("per_tx_limit=none"),
-            Ok(Setting::PerTxLimit(None))
+            Ok(QueueSetting::PerTxLimit(None))
         );
         assert!(parse_setting("ticker_max_count=0").is_err());
         assert!(parse_setting("bogus=1").is_err());

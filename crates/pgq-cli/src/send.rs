@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pgq_core::sqlx::{Acquire, PgConnection};
-use pgq_core::{NewEvent, PgqRole, QueueName};
+use pgq_core::{ChunkLimits, NewEvent, PgqRole, QueueName};
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
@@ -18,9 +18,6 @@ use crate::consumer::require_queue;
 use crate::error::{CliError, Names};
 use crate::queue::db_error;
 use crate::{Ctx, conn, out};
-
-/// Events per set-based insert statement.
-const CHUNK: usize = 1000;
 
 /// The longest line `--file` accepts, in bytes (64 MiB): a longer line is refused before it is
 /// read whole, so a file without line breaks cannot exhaust memory.
@@ -312,25 +309,9 @@ async fn send_file(
     let sent = if copy {
         pgq_core::copy_events(&mut tx, queue, futures_util::stream::iter(&mut lines)).await
     } else {
-        let mut total = 0u64;
-        let mut chunk = Vec::with_capacity(CHUNK);
-        loop {
-            let next = lines.next();
-            let end = matches!(next, None | Some(Err(_)));
-            if let Some(Ok(ev)) = next {
-                chunk.push(ev);
-            }
-            if chunk.len() >= CHUNK || (end && !chunk.is_empty()) {
-                if let Err(e) = pgq_core::insert_events(&mut *tx, queue, &chunk).await {
-                    break Err(e);
-                }
-                total += chunk.len() as u64;
-                chunk.clear();
-            }
-            if end {
-                break Ok(total);
-            }
-        }
+        // A bad line ends the events (it is kept in `failed`, and nothing is committed).
+        let events = lines.by_ref().map_while(Result::ok);
+        pgq_core::insert_events_chunked(&mut tx, queue, events, ChunkLimits::DEFAULT).await
     };
     progress.finish_and_clear();
     if let Some(err) = failed.borrow_mut().take() {

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use pgq_core::sqlx::PgConnection;
-use pgq_core::sqlx::postgres::{PgListener, PgPoolOptions};
-use pgq_core::{BatchId, BatchTuning, ConsumerName, Event, QueueName};
+use pgq_core::{
+    BatchId, BatchTaker, BatchTuning, ConsumerName, Event, ListenVia, QueueName, TickWakeups,
+    WakeupSettings,
+};
 use serde::Serialize;
 
 use crate::cli::TailArgs;
@@ -75,101 +77,79 @@ fn write_event(w: &mut impl Write, json: bool, batch: BatchId, ev: &Event) -> st
     writeln!(w)
 }
 
-/// Who consumes: a plain consumer, or a member of a cooperative group.
-enum Who {
-    Consumer(ConsumerName),
-    Member {
-        group: ConsumerName,
-        member: ConsumerName,
-    },
+/// Who consumes ([`BatchTaker`]), with the queue and consumer named in errors.
+struct Who {
+    taker: BatchTaker,
+    /// The consumer (the group, for a member).
+    consumer: ConsumerName,
 }
 
 impl Who {
-    async fn next_batch(
-        &self,
-        db: &mut PgConnection,
-        q: &QueueName,
-    ) -> Result<Option<BatchId>, CliError> {
-        match self {
-            Who::Consumer(c) => Ok(pgq_core::next_batch(&mut *db, q, c).await.consumer(q, c)?),
-            Who::Member { group, member } => Ok(pgq_core::coop_next_batch(
-                &mut *db,
-                q,
-                group,
-                member,
-                BatchTuning::default(),
-                None,
-            )
+    async fn next_batch(&self, db: &mut PgConnection) -> Result<Option<BatchId>, CliError> {
+        let batch = self
+            .taker
+            .next_batch(db, BatchTuning::default())
             .await
-            .consumer(q, group)?),
-        }
+            .consumer(self.taker.queue(), &self.consumer)?;
+        Ok(batch.map(|b| b.batch_id))
     }
 
     async fn finish(&self, db: &mut PgConnection, batch: BatchId) -> Result<(), CliError> {
-        match self {
-            Who::Consumer(_) => pgq_core::finish_batch(&mut *db, batch).await?,
-            Who::Member { .. } => pgq_core::coop_finish_batch(&mut *db, batch).await?,
-        }
-        Ok(())
+        Ok(self.taker.finish_batch(db, batch).await?)
     }
 }
 
-/// How `--follow` waits for the next tick: a LISTEN on the tick channel when the wakeup trigger is
-/// installed, with polling as the fallback.
+/// How `--follow` waits for the next tick: core's [`TickWakeups`] (a LISTEN on the tick channel
+/// that reconnects by itself, to whichever host is the one to use now) when the wakeup trigger is
+/// installed, with polling as the fallback; and Ctrl-C.
 struct Waiter {
-    listener: Option<PgListener>,
+    wakeups: TickWakeups,
     poll: Duration,
     interrupt: Interrupt,
 }
 
 impl Waiter {
-    async fn new(ctx: &Ctx, db: &mut PgConnection, poll: Duration) -> Result<Waiter, CliError> {
-        let listener = if pgq_core::tick_trigger_installed(&mut *db).await? {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with(ctx.target.options().clone());
-            Some(pgq_core::tick_listener(&pool).await?)
+    async fn new(
+        ctx: &Ctx,
+        db: &mut PgConnection,
+        queue: &QueueName,
+        poll: Duration,
+        db_timeout: Duration,
+    ) -> Result<Waiter, CliError> {
+        let wakeups = if pgq_core::tick_trigger_installed(&mut *db).await? {
+            TickWakeups::start(
+                ListenVia::Target(ctx.target.connect_target().clone()),
+                queue.clone(),
+                // Someone watches: listen again soon after a server is back.
+                WakeupSettings::new(db_timeout).backoff(|failures| {
+                    (RECONNECT_PAUSE.0 * 2u32.saturating_pow(failures)).min(LISTEN_PAUSE_MAX)
+                }),
+            )
         } else {
-            None
+            TickWakeups::polling()
         };
         Ok(Waiter {
-            listener,
+            wakeups,
             poll,
             interrupt: Interrupt::install(),
         })
     }
 
-    /// Wait for a tick of `queue` or the poll interval; `false` when interrupted.
-    async fn wait(&mut self, queue: &QueueName) -> bool {
-        let deadline = tokio::time::Instant::now() + self.poll;
-        let listener = &mut self.listener;
-        let interrupt = &self.interrupt;
-        loop {
-            let tick = async {
-                match listener.as_mut() {
-                    Some(l) => match l.try_recv().await {
-                        // A missed notification is covered by the poll.
-                        Ok(Some(n)) => pgq_core::is_tick_of(&n, queue),
-                        Ok(None) => true,
-                        Err(_) => {
-                            tokio::time::sleep_until(deadline).await;
-                            true
-                        }
-                    },
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                woke = tick => if woke { return true },
-                _ = tokio::time::sleep_until(deadline) => return true,
-                _ = interrupt.wait() => return false,
-            }
+    /// Wait for a tick of the queue or the poll interval; `false` when interrupted.
+    async fn wait(&self) -> bool {
+        tokio::select! {
+            _ = self.wakeups.wait(self.poll) => true,
+            _ = self.interrupt.wait() => false,
         }
     }
-}
 
-fn interrupted(waiter: &Option<Waiter>) -> bool {
-    waiter.as_ref().is_some_and(|w| w.interrupt.is_set())
+    /// Wait `pause`; `false` when interrupted.
+    async fn pause(&self, pause: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => true,
+            _ = self.interrupt.wait() => false,
+        }
+    }
 }
 
 /// Run `pgq tail`.
@@ -220,9 +200,9 @@ async fn tail(
             pgq_core::coop_register_member(&mut *db, &queue, &args.consumer, &member)
                 .await
                 .consumer(&queue, &args.consumer)?;
-            Who::Member {
-                group: args.consumer,
-                member,
+            Who {
+                taker: BatchTaker::member(queue.clone(), args.consumer.clone(), member),
+                consumer: args.consumer,
             }
         }
         None => {
@@ -232,82 +212,155 @@ async fn tail(
             {
                 return Err(not_registered(&queue, &args.consumer));
             }
-            Who::Consumer(args.consumer)
+            Who {
+                taker: BatchTaker::consumer(queue.clone(), args.consumer.clone()),
+                consumer: args.consumer,
+            }
         }
     };
-    let mut waiter = if args.follow {
-        Some(Waiter::new(ctx, db, args.poll_interval).await?)
+    let waiter = if args.follow {
+        Some(Waiter::new(ctx, db, &queue, args.poll_interval, args.db_timeout).await?)
     } else {
         None
     };
-    let mut printed: u64 = 0;
-    let limit = args.max_events.unwrap_or(u64::MAX);
-    let io = |e| CliError::io("writing to standard output", e);
+    let mut run = Run {
+        ctx,
+        who: &who,
+        waiter: waiter.as_ref(),
+        watchdog,
+        printed: 0,
+        limit: args.max_events.unwrap_or(u64::MAX),
+        finish_batch: args.finish_batch,
+    };
+    let Some(waiter) = waiter.as_ref() else {
+        return run.batches(db).await;
+    };
+    // --follow: a lost connection (the server restarted, a failover) is not the end; connect
+    // again, with backoff, to whichever host is the one to use now, and go on from the
+    // consumer's position there (a batch left unfinished is printed again from its start).
     loop {
-        let Some(batch) = who.next_batch(db, &queue).await? else {
-            let go_on = match waiter.as_mut() {
-                Some(w) => watchdog.idle(w.wait(&queue)).await,
-                None => false,
-            };
-            if go_on {
-                continue;
-            }
-            return Ok(());
+        let lost = match run.batches(db).await {
+            Err(CliError::Pgq { source, .. }) if source.is_transient() => source,
+            other => return other,
         };
-        let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-        let mut complete = true;
-        // Events of this batch printed, and (when --max-events stops inside it) not printed.
-        let mut in_batch: u64 = 0;
-        let mut left: u64 = 0;
-        {
-            let mut events =
-                pgq_core::stream_batch_events(&mut *db, batch, &Default::default()).await?;
-            while let Some(ev) = events.try_next().await? {
-                if interrupted(&waiter) {
-                    complete = false;
-                    break;
+        eprintln!(
+            "lost the connection to the database ({}); reconnecting",
+            conn::redact(&lost.to_string())
+        );
+        let mut pause = RECONNECT_PAUSE.0;
+        *db = loop {
+            if !watchdog.idle(waiter.pause(pause)).await {
+                return Ok(());
+            }
+            pause = (pause * 2).min(RECONNECT_PAUSE.1);
+            // Waiting for a server to come back is not waiting for an answer: not the watchdog's.
+            let connected = tokio::select! {
+                c = watchdog.idle(ctx.connect()) => c,
+                _ = waiter.interrupt.wait() => return Ok(()),
+            };
+            // A failed attempt says nothing more (it repeats until a server is back); the
+            // settings were checked by the first connect.
+            if let Ok(c) = connected {
+                break c;
+            }
+        };
+        eprintln!("reconnected; going on from the consumer's position");
+    }
+}
+
+/// The pause before a reconnect of `tail --follow`: the first, and the longest.
+const RECONNECT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// The longest pause before the tick listener of `tail --follow` tries again.
+const LISTEN_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// One `pgq tail` run over a connection: what stays when the connection is replaced.
+struct Run<'a> {
+    ctx: &'a Ctx,
+    who: &'a Who,
+    waiter: Option<&'a Waiter>,
+    watchdog: &'a Watchdog,
+    printed: u64,
+    limit: u64,
+    finish_batch: bool,
+}
+
+impl Run<'_> {
+    fn interrupted(&self) -> bool {
+        self.waiter.is_some_and(|w| w.interrupt.is_set())
+    }
+
+    /// Print batches until done (no batch left without --follow, --max-events reached,
+    /// interrupted), or an error.
+    async fn batches(&mut self, db: &mut PgConnection) -> Result<(), CliError> {
+        let (watchdog, limit) = (self.watchdog, self.limit);
+        let io = |e| CliError::io("writing to standard output", e);
+        loop {
+            let Some(batch) = self.who.next_batch(db).await? else {
+                let go_on = match self.waiter {
+                    Some(w) => watchdog.idle(w.wait()).await,
+                    None => false,
+                };
+                if go_on {
+                    continue;
                 }
-                if printed >= limit && !args.finish_batch {
-                    // Count what is left (bounded memory: the rows stream by), to say how to
-                    // move on.
-                    complete = false;
-                    left = 1;
-                    while events.try_next().await?.is_some() {
-                        watchdog.progress();
-                        left += 1;
+                return Ok(());
+            };
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut complete = true;
+            // Events of this batch printed, and (when --max-events stops inside it) not printed.
+            let mut in_batch: u64 = 0;
+            let mut left: u64 = 0;
+            {
+                let mut events =
+                    pgq_core::stream_batch_events(&mut *db, batch, &Default::default()).await?;
+                while let Some(ev) = events.try_next().await? {
+                    if self.interrupted() {
+                        complete = false;
+                        break;
                     }
-                    break;
+                    if self.printed >= limit && !self.finish_batch {
+                        // Count what is left (bounded memory: the rows stream by), to say how to
+                        // move on.
+                        complete = false;
+                        left = 1;
+                        while events.try_next().await?.is_some() {
+                            watchdog.progress();
+                            left += 1;
+                        }
+                        break;
+                    }
+                    write_event(&mut stdout, self.ctx.json, batch, &ev).map_err(io)?;
+                    watchdog.progress();
+                    self.printed += 1;
+                    in_batch += 1;
                 }
-                write_event(&mut stdout, ctx.json, batch, &ev).map_err(io)?;
-                watchdog.progress();
-                printed += 1;
-                in_batch += 1;
             }
-        }
-        stdout.flush().map_err(io)?;
-        drop(stdout);
-        if !complete {
-            if left > 0 {
-                eprintln!(
-                    "stopped by --max-events {limit} inside batch {batch}: printed {in_batch} of \
-                     its {} events, {left} not printed. The batch stays unfinished (nothing is \
-                     lost), so the next `pgq tail` starts it again from its first event. To move \
-                     on, run again with --finish-batch (prints to the end of the batch, then \
-                     finishes it) or with --max-events {} or more.",
-                    in_batch + left,
-                    in_batch + left
-                );
-            } else {
-                eprintln!(
-                    "interrupted after {in_batch} events of batch {batch}: the batch was not \
-                     finished, so all of its events will be delivered again"
-                );
+            stdout.flush().map_err(io)?;
+            drop(stdout);
+            if !complete {
+                if left > 0 {
+                    eprintln!(
+                        "stopped by --max-events {limit} inside batch {batch}: printed {in_batch} \
+                         of its {} events, {left} not printed. The batch stays unfinished \
+                         (nothing is lost), so the next `pgq tail` starts it again from its first \
+                         event. To move on, run again with --finish-batch (prints to the end of \
+                         the batch, then finishes it) or with --max-events {} or more.",
+                        in_batch + left,
+                        in_batch + left
+                    );
+                } else {
+                    eprintln!(
+                        "interrupted after {in_batch} events of batch {batch}: the batch was not \
+                         finished, so all of its events will be delivered again"
+                    );
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        who.finish(db, batch).await?;
-        if printed >= limit || interrupted(&waiter) {
-            return Ok(());
+            self.who.finish(db, batch).await?;
+            if self.printed >= limit || self.interrupted() {
+                return Ok(());
+            }
         }
     }
 }

@@ -24,12 +24,14 @@
 use std::time::Duration;
 
 use pgq_core::sqlx::{PgConnection, PgPool};
-use pgq_core::{BatchHandling, BatchId, BatchInfo, BatchTuning, ConsumerName, QueueName};
+use pgq_core::{
+    BatchHandling, BatchId, BatchInfo, BatchTaker, BatchTuning, ConsumerName, QueueName,
+};
 
 use crate::Consumer;
 use crate::config::{ConsumerBuilder, Registration};
 use crate::error::{Error, Result};
-use crate::source::{BatchSource, batch_info, register_plain};
+use crate::source::{BatchSource, register_plain};
 
 /// A member of a cooperative consumer group.
 pub type CoopConsumer = Consumer<CoopMember>;
@@ -115,6 +117,16 @@ impl CoopMember {
         self.dead_interval
     }
 
+    /// How core takes this member's batches.
+    fn taker(&self) -> BatchTaker {
+        BatchTaker::Member {
+            queue: self.queue.clone(),
+            group: self.group.clone(),
+            member: self.member.clone(),
+            dead_interval: self.dead_interval,
+        }
+    }
+
     /// The batch this member holds, if any.
     async fn current_batch(&self, pool: &PgPool) -> Result<Option<BatchId>> {
         Ok(pgq_core::get_consumer_info(pool, &self.queue, &self.full)
@@ -137,13 +149,7 @@ impl BatchSource for CoopMember {
         conn: &mut PgConnection,
         tuning: BatchTuning,
     ) -> pgq_core::Result<Option<BatchInfo>> {
-        let (q, g, m) = (&self.queue, &self.group, &self.member);
-        let Some(id) =
-            pgq_core::coop_next_batch(&mut *conn, q, g, m, tuning, self.dead_interval).await?
-        else {
-            return Ok(None);
-        };
-        batch_info(conn, id).await.map(Some)
+        self.taker().next_batch(conn, tuning).await
     }
 
     /// Registers the member; the group too when it is new, where `registration` says. With
@@ -187,7 +193,7 @@ impl BatchSource for CoopMember {
     }
 
     async fn finish_batch(&self, conn: &mut PgConnection, batch: BatchId) -> pgq_core::Result<()> {
-        pgq_core::coop_finish_batch(conn, batch).await
+        self.taker().finish_batch(conn, batch).await
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {

@@ -148,11 +148,9 @@ impl Error {
     }
 }
 
+/// The consumer's own transaction handling (`BEGIN`, `COMMIT`, savepoints, pooled connections).
 impl From<pgq_core::sqlx::Error> for Error {
     fn from(e: pgq_core::sqlx::Error) -> Self {
-        Error::Core(pgq_core::Error::Database {
-            op: "transaction",
-            source: e,
-        })
+        Error::Core(pgq_core::Error::transaction(e))
     }
 }

@@ -226,7 +226,7 @@ impl<S: BatchSource> Consumer<S> {
         batch: BatchId,
     ) -> Result<Batch<'c, S>> {
         self.inner.source.check_owner(&mut *conn, batch).await?;
-        let info = source::batch_info(&mut *conn, batch).await?;
+        let info = pgq_core::batch_info(&mut *conn, batch).await?;
         Batch::open(conn, info, self.inner.clone()).await
     }
 

@@ -145,7 +145,9 @@ async fn stream_events<S: BatchSource, H: Handler>(
                 let event = match events.try_next().await {
                     Ok(Some(event)) => event,
                     Ok(None) => break,
-                    Err(e) if e.sqlstate().as_deref() == Some(STATEMENT_TIMEOUT) => {
+                    Err(e)
+                        if e.sqlstate().as_deref() == Some(pgq_core::sqlstate::QUERY_CANCELED) =>
+                    {
                         tracing::warn!(
                             events_read = read,
                             "the batch's statement hit statement_timeout: reading the batch \
@@ -195,9 +197,6 @@ async fn stream_events<S: BatchSource, H: Handler>(
     .instrument(span.clone())
     .await
 }
-
-/// SQLSTATE of a statement cancelled by `statement_timeout`.
-const STATEMENT_TIMEOUT: &str = "57014";
 
 /// At-least-once: call the handler for each event; returns the failures (`None`: abandon).
 async fn handle_chunk<S: BatchSource, H: Handler>(

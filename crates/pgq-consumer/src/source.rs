@@ -230,20 +230,3 @@ pub(crate) async fn register_plain(
     };
     Ok(pgq_core::register_consumer_if_new(pool, q, c, tick).await?)
 }
-
-/// The ids, ticks and times of an open batch (`pgq.get_batch_info`).
-pub(crate) async fn batch_info(
-    conn: &mut PgConnection,
-    batch: BatchId,
-) -> pgq_core::Result<BatchInfo> {
-    let d = pgq_core::get_batch_info(conn, batch).await?;
-    Ok(BatchInfo {
-        batch_id: batch,
-        cur_tick_id: d.tick_id,
-        prev_tick_id: d.prev_tick_id,
-        cur_tick_time: d.batch_end,
-        prev_tick_time: d.batch_start,
-        cur_tick_event_seq: d.seq_end,
-        prev_tick_event_seq: d.seq_start,
-    })
-}

@@ -1,9 +1,11 @@
-//! Operator queries: what an administrator (the `pgq` CLI, a dashboard) asks about the state of
-//! the queues beyond pgq's own information functions — who holds back table rotation, how many
-//! events wait in the retry queue, which pgq role the session has.
+//! Operator queries: what an administrator (the `pgq` CLI, a dashboard, a ticker's metrics) asks
+//! about the state of the queues beyond pgq's own information functions — who holds back table
+//! rotation, how many events wait in the retry queue, which pgq role the session has, per-queue
+//! and per-consumer figures.
 //!
-//! Roles: [`rotation_blockers`] and [`has_pgq_role`] need no pgq role (pgq grants `SELECT` on its
-//! bookkeeping tables to everyone); [`retry_queue_counts`] needs `pgq_reader`.
+//! Roles: [`rotation_blockers`], [`has_pgq_role`], [`queue_stats`] and [`consumer_stats`] need
+//! no pgq role (pgq grants `SELECT` on its bookkeeping tables to everyone);
+//! [`retry_queue_counts`] needs `pgq_reader`.
 
 use std::time::Duration;
 
@@ -11,10 +13,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{Acquire, PgExecutor, Postgres};
 
 use crate::error::{Op, PgqRole, Result, ResultExt};
+use crate::sql::query_subscriptions;
 use crate::types::{TickId, interval_to_duration};
 
 const ADMIN_INFO: Op = Op::public("admin_info");
 const RETRY_COUNTS: Op = Op::reader("retry_queue_counts");
+const STATS: Op = Op::public("ticker_stats");
 
 /// A consumer that keeps its queue from rotating its event tables.
 ///
@@ -38,18 +42,17 @@ pub struct RotationBlocker {
 /// rotation period has passed, and the consumer's position still lies in the table that rotation
 /// would truncate (the same test `pgq.maint_rotate_tables_step1` makes). Needs no pgq role.
 pub async fn rotation_blockers<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<RotationBlocker>> {
-    let rows = sqlx::query!(
-        r#"select q.queue_name, c.co_name, t.tick_id, t.tick_time,
-                  now() - q.queue_switch_time - q.queue_rotation_period as "overdue!"
-           from pgq.queue q
-           join pgq.subscription s on s.sub_queue = q.queue_id
-           join pgq.consumer c on c.co_id = s.sub_consumer
-           join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = s.sub_last_tick
-           where q.queue_rotation_period is not null
-             and q.queue_switch_step2 is not null
-             and q.queue_switch_time + q.queue_rotation_period < now()
-             and txid_snapshot_xmin(t.tick_snapshot) <= q.queue_switch_step2
-           order by q.queue_name, c.co_name"#
+    let rows = query_subscriptions!(
+        query,
+        r#"select s.queue_name, s.co_name, t.tick_id, t.tick_time,
+                  now() - s.queue_switch_time - s.queue_rotation_period as "overdue!"
+           from subscriptions s
+           join pgq.tick t on t.tick_queue = s.queue_id and t.tick_id = s.sub_last_tick
+           where s.queue_rotation_period is not null
+             and s.queue_switch_step2 is not null
+             and s.queue_switch_time + s.queue_rotation_period < now()
+             and txid_snapshot_xmin(t.tick_snapshot) <= s.queue_switch_step2
+           order by s.queue_name, s.co_name"#
     )
     .fetch_all(ex)
     .await
@@ -115,14 +118,13 @@ where
             })
             .collect());
     }
-    let rows = sqlx::query!(
-        r#"select q.queue_name, c.co_name, count(*) as "events!", min(r.ev_retry_after) as next_due
+    let rows = query_subscriptions!(
+        query,
+        r#"select s.queue_name, s.co_name, count(*) as "events!", min(r.ev_retry_after) as next_due
            from pgq.retry_queue r
-           join pgq.subscription s on s.sub_id = r.ev_owner
-           join pgq.queue q on q.queue_id = s.sub_queue
-           join pgq.consumer c on c.co_id = s.sub_consumer
-           group by q.queue_name, c.co_name
-           order by q.queue_name, c.co_name"#
+           join subscriptions s on s.sub_id = r.ev_owner
+           group by s.queue_name, s.co_name
+           order by s.queue_name, s.co_name"#
     )
     .fetch_all(&mut *conn)
     .await
@@ -211,4 +213,88 @@ pub async fn xmin_horizon_holder<'e>(ex: impl PgExecutor<'e>) -> Result<Option<H
             .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)),
         xid_age: r.xid_age,
     }))
+}
+
+/// Per-queue figures for a ticker's metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue_name: String,
+    /// Seconds since the queue's newest tick (`None`: no tick yet).
+    pub tick_lag_secs: Option<f64>,
+    /// Events per second between its two newest ticks (`None`: unknown).
+    pub events_per_sec: Option<f64>,
+    /// Events allocated since its newest tick (not yet in any batch).
+    pub new_events: i64,
+    /// Ticking is paused or external for this queue.
+    pub not_ticked_here: bool,
+}
+
+/// [`QueueStats`] for every queue of the current database (`pgq.get_queue_info()`).
+///
+/// Needs no pgq role.
+pub async fn queue_stats<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<QueueStats>> {
+    let rows = sqlx::query!(
+        r#"select queue_name as "queue_name!",
+                  extract(epoch from ticker_lag)::float8 as tick_lag,
+                  ev_per_sec, coalesce(ev_new, 0) as "ev_new!",
+                  (queue_ticker_paused or queue_external_ticker) as "not_ticked!"
+             from pgq.get_queue_info()
+            order by queue_name"#
+    )
+    .fetch_all(ex)
+    .await
+    .op(STATS)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| QueueStats {
+            queue_name: r.queue_name,
+            tick_lag_secs: r.tick_lag,
+            events_per_sec: r.ev_per_sec,
+            new_events: r.ev_new,
+            not_ticked_here: r.not_ticked,
+        })
+        .collect())
+}
+
+/// Per-consumer figures for a ticker's metrics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConsumerStats {
+    /// Queue name.
+    pub queue_name: String,
+    /// Consumer name.
+    pub consumer_name: String,
+    /// Seconds from the consumer's last finished tick to now (`None`: no position of its own).
+    pub lag_secs: Option<f64>,
+    /// Seconds since it last finished a batch.
+    pub last_seen_secs: Option<f64>,
+    /// Events waiting for it (`pending_events`).
+    pub pending_events: i64,
+}
+
+/// [`ConsumerStats`] for every consumer of the current database (`pgq.get_consumer_info()`).
+///
+/// Needs no pgq role.
+pub async fn consumer_stats<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<ConsumerStats>> {
+    let rows = sqlx::query!(
+        r#"select queue_name as "queue_name!", consumer_name as "consumer_name!",
+                  extract(epoch from lag)::float8 as lag,
+                  extract(epoch from last_seen)::float8 as last_seen,
+                  coalesce(pending_events, 0) as "pending!"
+             from pgq.get_consumer_info()
+            order by queue_name, consumer_name"#
+    )
+    .fetch_all(ex)
+    .await
+    .op(STATS)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ConsumerStats {
+            queue_name: r.queue_name,
+            consumer_name: r.consumer_name,
+            lag_secs: r.lag,
+            last_seen_secs: r.last_seen,
+            pending_events: r.pending,
+        })
+        .collect())
 }

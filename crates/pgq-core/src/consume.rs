@@ -1,7 +1,7 @@
-//! Consuming: registration, batches, the streaming event read, retries and finishing.
+//! Consuming: batches, the streaming event read, retries and finishing.
 //!
-//! Roles: everything here needs `pgq_reader`, except [`event_retry_raw`] (`pgq_admin`) and the
-//! consumer information functions (no pgq role).
+//! Roles: everything here needs `pgq_reader`, except [`event_retry_raw`] (`pgq_admin`) and
+//! [`batch_owner`] (no pgq role).
 
 use std::time::Duration;
 
@@ -13,111 +13,16 @@ use sqlx::{AssertSqlSafe, PgConnection, PgExecutor};
 use crate::error::{Error, Op, Result, ResultExt};
 use crate::name::{ConsumerName, QueueName};
 use crate::queue::with_queue;
+use crate::sql::{query_batch_events, query_subscriptions};
 use crate::types::{
-    BatchDetails, BatchId, BatchInfo, ConsumerInfo, Event, EventId, EventRow, TickId,
-    duration_to_interval, interval_to_duration, opt_interval,
+    BatchDetails, BatchId, BatchInfo, Event, EventId, EventRow, TickId, duration_to_interval,
+    opt_interval,
 };
 
-const REGISTER: Op = Op::reader("register_consumer");
-const UNREGISTER: Op = Op::reader("unregister_consumer");
 const NEXT: Op = Op::reader("next_batch");
 const EVENTS: Op = Op::reader("get_batch_events");
 const RETRY: Op = Op::reader("event_retry");
 const FINISH: Op = Op::reader("finish_batch");
-const CONSUMER_INFO: Op = Op::public("get_consumer_info");
-
-/// Register a consumer on a queue at its latest tick (`pgq.register_consumer`).
-/// Returns `true` when newly registered, `false` when it already was.
-///
-/// Needs `pgq_reader`.
-pub async fn register_consumer<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-    consumer: &ConsumerName,
-) -> Result<bool> {
-    let r = sqlx::query_scalar!(
-        r#"select pgq.register_consumer($1, $2) as "r!""#,
-        queue.as_str(),
-        consumer.as_str()
-    )
-    .fetch_one(ex)
-    .await
-    .op(REGISTER)
-    .map_err(|e| with_queue(e, queue))?;
-    Ok(r == 1)
-}
-
-/// Register a consumer at a given tick, or move an existing consumer there (rewind or skip
-/// ahead) (`pgq.register_consumer_at`). Returns `true` when newly registered.
-///
-/// Needs `pgq_reader`.
-pub async fn register_consumer_at<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-    consumer: &ConsumerName,
-    tick: TickId,
-) -> Result<bool> {
-    let r = sqlx::query_scalar!(
-        r#"select pgq.register_consumer_at($1, $2, $3) as "r!""#,
-        queue.as_str(),
-        consumer.as_str(),
-        tick.0
-    )
-    .fetch_one(ex)
-    .await
-    .op(REGISTER)
-    .map_err(|e| with_queue(e, queue))?;
-    Ok(r == 1)
-}
-
-/// Register a consumer unless it is registered already, atomically
-/// (`pgq_rs.register_consumer`): at `tick`, or at the queue's latest tick when `None`. An
-/// existing consumer is never moved, even when another process registers the same name at the
-/// same moment (the check and the registration hold a lock on the queue and consumer name).
-/// Returns `true` when it registered now.
-///
-/// Needs `pgq_reader`.
-pub async fn register_consumer_if_new<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-    consumer: &ConsumerName,
-    tick: Option<TickId>,
-) -> Result<bool> {
-    let r = sqlx::query_scalar!(
-        r#"select pgq_rs.register_consumer($1, $2, $3) as "r!""#,
-        queue.as_str(),
-        consumer.as_str(),
-        tick.map(|t| t.0)
-    )
-    .fetch_one(ex)
-    .await
-    .op(REGISTER)
-    .map_err(|e| with_queue(e, queue))?;
-    Ok(r == 1)
-}
-
-/// Unregister a consumer (`pgq_rs.unregister_consumer`, around `pgq.unregister_consumer`); its
-/// batch in progress, its retry events and, for a cooperative group, its members go with it.
-/// A cooperative member (`group.member`) holding a batch returns the batch's events to its group
-/// first (through the retry queue), as [`crate::coop_unregister_member`] with
-/// [`crate::BatchHandling::ReturnToGroup`] does. Returns how many subscriptions were removed.
-///
-/// Needs `pgq_reader`.
-pub async fn unregister_consumer<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-    consumer: &ConsumerName,
-) -> Result<i32> {
-    sqlx::query_scalar!(
-        r#"select pgq_rs.unregister_consumer($1, $2) as "r!""#,
-        queue.as_str(),
-        consumer.as_str()
-    )
-    .fetch_one(ex)
-    .await
-    .op(UNREGISTER)
-    .map_err(|e| with_queue(e, queue))
-}
 
 /// The next batch id, or `None` when there is no new tick (`pgq.next_batch`). Until it is
 /// finished, the same batch id is returned again.
@@ -241,17 +146,11 @@ pub async fn next_batch_custom<'e>(
 ///
 /// Needs `pgq_reader`.
 pub async fn get_batch_events<'e>(ex: impl PgExecutor<'e>, batch: BatchId) -> Result<Vec<Event>> {
-    sqlx::query_as!(
-        Event,
-        r#"select ev_id as "ev_id!", ev_time as "ev_time!", ev_txid as "ev_txid!", ev_retry,
-                  ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4
-           from pgq.get_batch_events($1)"#,
-        batch.0
-    )
-    .fetch_all(ex)
-    .await
-    .op(EVENTS)
-    .map_err(|e| batch_ctx(e, batch))
+    query_batch_events!("pgq.get_batch_events($1)", batch.0)
+        .fetch_all(ex)
+        .await
+        .op(EVENTS)
+        .map_err(|e| batch_ctx(e, batch))
 }
 
 /// Fetch events of a batch through a named cursor (`pgq.get_batch_cursor`): the first
@@ -270,33 +169,18 @@ pub async fn get_batch_cursor(
 ) -> Result<Vec<Event>> {
     const OP: Op = Op::reader("get_batch_cursor");
     crate::produce::check_text(OP.name, "cursor_name", cursor_name)?;
-    let rows =
-        match extra_where_sql_raw {
-            None => sqlx::query_as!(
-                Event,
-                r#"select ev_id as "ev_id!", ev_time as "ev_time!", ev_txid as "ev_txid!", ev_retry,
-                          ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4
-                   from pgq.get_batch_cursor($1, $2, $3)"#,
-                batch.0,
-                cursor_name,
-                quick_limit
-            )
-            .fetch_all(&mut *conn)
-            .await,
-            Some(w) => sqlx::query_as!(
-                Event,
-                r#"select ev_id as "ev_id!", ev_time as "ev_time!", ev_txid as "ev_txid!", ev_retry,
-                          ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4
-                   from pgq.get_batch_cursor($1, $2, $3, $4)"#,
-                batch.0,
-                cursor_name,
-                quick_limit,
-                w
-            )
-            .fetch_all(&mut *conn)
-            .await,
-        };
-    rows.op(OP).map_err(|e| batch_ctx(e, batch))
+    // pgq's three-argument form is this one with a NULL filter.
+    query_batch_events!(
+        "pgq.get_batch_cursor($1, $2, $3, $4::text)",
+        batch.0,
+        cursor_name,
+        quick_limit,
+        extra_where_sql_raw
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .op(OP)
+    .map_err(|e| batch_ctx(e, batch))
 }
 
 pub(crate) fn batch_ctx(e: Error, batch: BatchId) -> Error {
@@ -454,12 +338,9 @@ pub async fn batch_owner<'e>(
     batch: BatchId,
 ) -> Result<Option<(String, String)>> {
     const OP: Op = Op::public("batch_owner");
-    let r = sqlx::query!(
-        r#"select q.queue_name, c.co_name
-           from pgq.subscription s
-           join pgq.queue q on q.queue_id = s.sub_queue
-           join pgq.consumer c on c.co_id = s.sub_consumer
-           where s.sub_batch = $1"#,
+    let r = query_subscriptions!(
+        query,
+        "select queue_name, co_name from subscriptions where sub_batch = $1",
         batch.0
     )
     .fetch_optional(ex)
@@ -600,12 +481,10 @@ pub async fn finish_own_batch<'e>(
     queue: &QueueName,
     consumer: &ConsumerName,
 ) -> Result<bool> {
-    let r = sqlx::query_scalar!(
-        r#"select pgq.finish_batch(s.sub_batch) as "r!"
-           from pgq.subscription s
-           join pgq.queue q on q.queue_id = s.sub_queue
-           join pgq.consumer c on c.co_id = s.sub_consumer
-           where s.sub_batch = $1 and q.queue_name = $2 and c.co_name = $3"#,
+    let r = query_subscriptions!(
+        query_scalar,
+        r#"select pgq.finish_batch(sub_batch) as "r!" from subscriptions
+            where sub_batch = $1 and queue_name = $2 and co_name = $3"#,
         batch.0,
         queue.as_str(),
         consumer.as_str()
@@ -615,61 +494,6 @@ pub async fn finish_own_batch<'e>(
     .op(FINISH)
     .map_err(|e| batch_ctx(e, batch))?;
     Ok(r == Some(1))
-}
-
-macro_rules! consumer_row {
-    ($r:expr) => {{
-        let r = $r;
-        ConsumerInfo {
-            queue_name: r.queue_name.unwrap_or_default(),
-            consumer_name: r.consumer_name.unwrap_or_default(),
-            lag: r.lag.as_ref().map(interval_to_duration),
-            last_seen: opt_interval(r.last_seen),
-            last_tick: r.last_tick.map(TickId),
-            current_batch: r.current_batch.map(BatchId),
-            next_tick: r.next_tick.map(TickId),
-            pending_events: r.pending_events.unwrap_or_default(),
-        }
-    }};
-}
-
-/// Every consumer on every queue (`pgq.get_consumer_info()`). Needs no pgq role.
-pub async fn get_consumer_info_all<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<ConsumerInfo>> {
-    let rows = sqlx::query!(r#"select * from pgq.get_consumer_info()"#)
-        .fetch_all(ex)
-        .await
-        .op(CONSUMER_INFO)?;
-    Ok(rows.into_iter().map(|r| consumer_row!(r)).collect())
-}
-
-/// Every consumer on one queue (`pgq.get_consumer_info(queue)`). Needs no pgq role.
-pub async fn get_consumer_info_queue<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-) -> Result<Vec<ConsumerInfo>> {
-    let rows = sqlx::query!(r#"select * from pgq.get_consumer_info($1)"#, queue.as_str())
-        .fetch_all(ex)
-        .await
-        .op(CONSUMER_INFO)?;
-    Ok(rows.into_iter().map(|r| consumer_row!(r)).collect())
-}
-
-/// One consumer (`pgq.get_consumer_info(queue, consumer)`); `None` when it is not registered.
-/// Needs no pgq role.
-pub async fn get_consumer_info<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-    consumer: &ConsumerName,
-) -> Result<Option<ConsumerInfo>> {
-    let r = sqlx::query!(
-        r#"select * from pgq.get_consumer_info($1, $2)"#,
-        queue.as_str(),
-        consumer.as_str()
-    )
-    .fetch_optional(ex)
-    .await
-    .op(CONSUMER_INFO)?;
-    Ok(r.map(|r| consumer_row!(r)))
 }
 
 /// Where a consumer's `pgq.subscription` row was last seen (its ctid), so that the next

@@ -18,6 +18,7 @@ use sqlx::postgres::types::PgInterval;
 
 use crate::error::{Error, Op, Result, ResultExt};
 use crate::name::{ConsumerName, QueueName};
+use crate::sql::query_subscriptions;
 use crate::types::{DeadLetterId, Event, EventId};
 
 const WRITE: Op = Op::reader("insert_dead_letters");
@@ -259,21 +260,18 @@ pub async fn get_dead_letter<'e>(
 /// consumer (0 when it has none, so a metric drops back to 0 after a purge) and every other
 /// queue and consumer that has some; ordered by queue and consumer. Needs `pgq_reader`.
 pub async fn dead_letter_counts<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<DeadLetterCount>> {
-    let rows = sqlx::query!(
-        r#"with d as (
+    let rows = query_subscriptions!(
+        query,
+        r#", d as (
                select dl_queue, dl_consumer, count(*) as n, max(dl_failed_at) as newest
                from pgq_rs.dead_letter
-               group by dl_queue, dl_consumer),
-           s as (
-               select q.queue_name, c.co_name
-               from pgq.subscription sub
-               join pgq.queue q on q.queue_id = sub.sub_queue
-               join pgq.consumer c on c.co_id = sub.sub_consumer)
+               group by dl_queue, dl_consumer)
            select coalesce(d.dl_queue, s.queue_name) as "queue!",
                   coalesce(d.dl_consumer, s.co_name) as "consumer!",
                   coalesce(d.n, 0) as "count!",
                   d.newest
-           from d full join s on s.queue_name = d.dl_queue and s.co_name = d.dl_consumer
+           from d full join subscriptions s
+             on s.queue_name = d.dl_queue and s.co_name = d.dl_consumer
            order by 1, 2"#
     )
     .fetch_all(ex)

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::sqlstate;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -68,6 +70,10 @@ pub enum ErrorKind {
     InvalidInput,
     /// The database role lacks a privilege; the error names the pgq role that grants it.
     PermissionDenied,
+    /// The database runs pgq on one backend and the other was asked for (`install`).
+    BackendMismatch,
+    /// The chosen pgq backend cannot be installed here; the error says why and what to do.
+    BackendUnavailable,
     /// Any other database or connection error.
     Database,
 }
@@ -244,6 +250,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A text field of an event that PostgreSQL cannot store (kind
+    /// [`ErrorKind::InvalidInput`]); nothing of the call was inserted.
+    #[error("{op}: invalid input: {field} {problem}")]
+    InvalidEventField {
+        /// The operation that failed.
+        op: &'static str,
+        /// The event's position in the call's input (0 for a single event; for a stream, the
+        /// number of events before it).
+        index: u64,
+        /// The field: `ev_type`, `ev_data`, `extra1` .. `extra4`.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: FieldProblem,
+    },
     /// The database role lacks a privilege.
     #[error("{op}: permission denied: grant the role {role} to the connecting user{}", .detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     PermissionDenied {
@@ -253,6 +273,30 @@ pub enum Error {
         role: PgqRole,
         /// PostgreSQL's message.
         detail: Option<String>,
+        /// The database error.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
+    /// The database runs pgq on one backend and the other was asked for: a database is never
+    /// switched between backends.
+    #[error(
+        "install: this database runs pgq on the {installed} backend and the {requested} backend \
+         was requested: a database is never switched between backends (install with the \
+         {installed} backend, or use another database)"
+    )]
+    BackendMismatch {
+        /// The backend the database has.
+        installed: crate::Backend,
+        /// The backend that was asked for.
+        requested: crate::Backend,
+    },
+    /// The chosen backend cannot be installed in this database.
+    #[error("install: cannot install the pgq {backend} backend: {reason}")]
+    BackendUnavailable {
+        /// The backend that could not be installed.
+        backend: crate::Backend,
+        /// Why, and what to do.
+        reason: String,
         /// The database error.
         #[source]
         source: Option<sqlx::Error>,
@@ -273,6 +317,30 @@ pub enum Error {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+}
+
+/// Why PostgreSQL cannot store a text value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FieldProblem {
+    /// It contains a NUL byte, which PostgreSQL text cannot hold.
+    NulByte,
+    /// It is over PostgreSQL's field limit of 1 GiB ([`crate::MAX_FIELD_BYTES`]).
+    TooLarge {
+        /// Its size in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldProblem::NulByte => f.write_str("contains a NUL byte"),
+            FieldProblem::TooLarge { len } => {
+                write!(f, "is {len} bytes, over PostgreSQL's field limit of 1 GiB")
+            }
+        }
+    }
 }
 
 fn fmt_name(name: &Option<String>) -> String {
@@ -298,8 +366,10 @@ impl Error {
             Error::PgqNotInstalled { .. } => ErrorKind::PgqNotInstalled,
             Error::UnsupportedVersion { .. } => ErrorKind::UnsupportedVersion,
             Error::InvalidName { .. } => ErrorKind::InvalidName,
-            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::InvalidInput { .. } | Error::InvalidEventField { .. } => ErrorKind::InvalidInput,
             Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Error::BackendMismatch { .. } => ErrorKind::BackendMismatch,
+            Error::BackendUnavailable { .. } => ErrorKind::BackendUnavailable,
             Error::Database { .. } | Error::Migrate { .. } => ErrorKind::Database,
         }
     }
@@ -319,6 +389,7 @@ impl Error {
             | Error::QueueHasConsumers { source, .. }
             | Error::TickerDisabled { source, .. }
             | Error::PgqNotInstalled { source, .. }
+            | Error::BackendUnavailable { source, .. }
             | Error::PermissionDenied { source, .. } => source.as_ref(),
             _ => None,
         }?;
@@ -340,10 +411,19 @@ impl Error {
             | sqlx::Error::Protocol(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
-            }),
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| sqlstate::is_transient(&c)),
             _ => false,
+        }
+    }
+
+    /// An error of the caller's own connection or transaction handling around pgq calls
+    /// (acquiring a pooled connection, `BEGIN`, `COMMIT`, `ROLLBACK`, savepoints): an
+    /// [`Error::Database`] of the operation `transaction`, for crates that manage transactions
+    /// around this one's functions.
+    pub fn transaction(source: sqlx::Error) -> Error {
+        Error::Database {
+            op: "transaction",
+            source,
         }
     }
 
@@ -370,7 +450,7 @@ impl Error {
         };
         let name = op.name;
         let lower = message.to_ascii_lowercase();
-        if code == "42501" {
+        if code == sqlstate::INSUFFICIENT_PRIVILEGE {
             // Reading pgq's tables needs no pgq role; anything else is admin-level.
             let role = op.role.unwrap_or(PgqRole::Admin);
             return Error::PermissionDenied {
@@ -380,7 +460,7 @@ impl Error {
                 source: Some(err),
             };
         }
-        if (code == "3F000" || code == "42883" || code == "42P01") && lower.contains("pgq") {
+        if sqlstate::is_undefined_object(&code) && lower.contains("pgq") {
             let (missing, needs) = if lower.contains("pgq_rs") {
                 (
                     "this project's schema (pgq_rs) is missing or older than this build",
@@ -399,7 +479,7 @@ impl Error {
                 source: Some(err),
             };
         }
-        if code != "P0001" && code != "XX000" {
+        if code != sqlstate::RAISE_EXCEPTION && code != sqlstate::INTERNAL_ERROR {
             return Error::Database {
                 op: name,
                 source: err,

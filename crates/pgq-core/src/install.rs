@@ -28,6 +28,10 @@ pub struct InstallReport {
     pub schema_version: i64,
     /// Migrations applied by this call (empty when everything was already installed).
     pub applied: Vec<i64>,
+    /// The pgq backend the database runs on.
+    pub backend: crate::Backend,
+    /// Why that backend, and what this call did to it (created, installed, upgraded, kept).
+    pub backend_note: String,
 }
 
 fn migrator() -> sqlx::migrate::Migrator {
@@ -42,52 +46,51 @@ pub fn embedded_migrations() -> Vec<i64> {
     migrator().iter().map(|m| m.version).collect()
 }
 
-/// Install or upgrade the schema: the pgq extension and this project's migrations.
+/// Install or upgrade the schema: pgq (the extension, or our SQL backend where the extension
+/// cannot be created) and this project's migrations. Same as [`install_with`] with the defaults.
 ///
-/// Idempotent and safe to re-run (concurrent runs are serialised by an advisory lock). Needs a
-/// role that can `CREATE EXTENSION pgq` (a superuser) the first time. When the server lacks the
-/// pgq package, the error names the package to install.
+/// Idempotent and safe to re-run (concurrent runs are serialised by an advisory lock). The
+/// extension needs a role that can `CREATE EXTENSION pgq` (a superuser) the first time; without
+/// the package or the privilege, the SQL backend is installed instead (the report says which and
+/// why), which a database owner can do.
 pub async fn install<'a, A>(conn: A) -> Result<InstallReport>
 where
     A: Acquire<'a, Database = Postgres>,
 {
+    install_with(conn, &crate::InstallOptions::default()).await
+}
+
+/// [`install`] with options: [`crate::InstallOptions::backend`] forces the extension or the SQL
+/// backend. A database already on one backend keeps it; asking for the other is
+/// [`crate::ErrorKind::BackendMismatch`]. When the extension is forced and the server lacks the
+/// pgq package, the error names the package to install.
+pub async fn install_with<'a, A>(conn: A, options: &crate::InstallOptions) -> Result<InstallReport>
+where
+    A: Acquire<'a, Database = Postgres>,
+{
     let mut conn = conn.acquire().await.op(INSTALL)?;
-    let avail = sqlx::query!(
-        r#"select
-             (select default_version from pg_available_extensions where name = 'pgq') as available,
-             (select extversion from pg_extension where extname = 'pgq') as installed,
-             current_setting('server_version_num')::int / 10000 as "major!""#
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .op(INSTALL)?;
-    if avail.installed.is_none() && avail.available.is_none() {
-        let pkg = format!("postgresql-{}-pgq3", avail.major);
-        return Err(Error::PgqNotInstalled {
-            message: format!(
-                "the PostgreSQL server has no pgq extension: install the {pkg} package on the \
-                 database server (Debian/Ubuntu: `apt-get install {pkg}`), then run install again"
-            ),
-            source: None,
-        });
-    }
-    if let Some(v) = avail.installed.as_deref() {
-        check_version(v)?;
-    }
+    let migrator = migrator();
+    let first = migrator
+        .iter()
+        .next()
+        .ok_or_else(|| Error::invalid_input(INSTALL, "this build embeds no migrations"))?;
     let before = applied_versions(&mut conn).await?;
+    let prepared = crate::backend::prepare(&mut conn, options.backend, first).await?;
     // The migrations are idempotent (`IF NOT EXISTS`): their NOTICEs ("schema pgq_rs already
     // exists, skipping") on every start are noise in the application's log.
     let level = client_min_messages(&mut conn, "warning").await?;
-    let migrated = migrator().run(&mut *conn).await;
+    let migrated = migrator.run(&mut *conn).await;
     client_min_messages(&mut conn, &level).await?;
     migrated.map_err(|source| Error::Migrate { source })?;
     let after = applied_versions(&mut conn).await?;
-    let pgq_version = crate::maint::version(&mut *conn).await?;
+    let pgq_version = crate::discovery::version(&mut *conn).await?;
     check_version(&pgq_version)?;
     Ok(InstallReport {
         pgq_version,
         schema_version: after.iter().copied().max().unwrap_or(0),
         applied: after.into_iter().filter(|v| !before.contains(v)).collect(),
+        backend: prepared.backend,
+        backend_note: prepared.note,
     })
 }
 
@@ -109,18 +112,12 @@ async fn client_min_messages(conn: &mut PgConnection, level: &str) -> Result<Str
 
 /// The session of the ticker running on this database: the holder of pgq-ticker's advisory
 /// lock, else a pgqd session.
-async fn ticker_session(conn: &mut PgConnection) -> Result<Option<crate::LockHolder>> {
-    if let Some(holder) =
-        crate::ticker_ops::ticker_lock_holder(&mut *conn, crate::TICKER_LOCK_KEY).await?
-    {
+async fn ticker_session(conn: &mut PgConnection) -> Result<Option<crate::TickerSession>> {
+    if let Some(holder) = crate::ticker_lock_holder(&mut *conn, crate::TICKER_LOCK_KEY).await? {
         return Ok(Some(holder));
     }
-    let others = crate::ticker_ops::other_tickers(&mut *conn, crate::TICKER_LOCK_KEY).await?;
-    Ok(others.into_iter().next().map(|o| crate::LockHolder {
-        pid: o.pid,
-        application_name: o.application_name,
-        client_addr: o.client_addr,
-    }))
+    let others = crate::other_tickers(&mut *conn, crate::TICKER_LOCK_KEY).await?;
+    Ok(others.into_iter().next())
 }
 
 fn check_version(v: &str) -> Result<()> {
@@ -183,10 +180,12 @@ pub struct CheckReport {
     /// there is neither a queue nor a ticker.
     pub ticker_alive: Option<bool>,
     /// The ticker's session, when one runs (the lock holder, else a pgqd session).
-    pub ticker: Option<crate::LockHolder>,
+    pub ticker: Option<crate::TickerSession>,
     /// Which `pgq_coop` is installed (`None`: none); cooperative members need
     /// [`crate::CoopFlavor::PgqRs`].
     pub coop: Option<crate::CoopFlavor>,
+    /// The pgq backend of the database (`None`: pgq is not installed).
+    pub backend: Option<crate::Backend>,
 }
 
 /// Report the pgq version, our schema version, the age of the newest tick per queue, and whether
@@ -201,11 +200,15 @@ where
     A: Acquire<'a, Database = Postgres>,
 {
     let mut conn = conn.acquire().await.op(CHECK)?;
-    let pgq_version =
+    let mut pgq_version =
         sqlx::query_scalar!(r#"select extversion from pg_extension where extname = 'pgq'"#)
             .fetch_optional(&mut *conn)
             .await
             .op(CHECK)?;
+    let backend = crate::backend::detect_backend(&mut *conn).await?;
+    if pgq_version.is_none() && backend == Some(crate::Backend::Sql) {
+        pgq_version = Some(crate::discovery::version(&mut *conn).await?);
+    }
     let applied = applied_versions(&mut conn).await?;
     let coop = crate::coop::coop_flavor(&mut conn).await?;
     let mut queues = Vec::new();
@@ -253,5 +256,6 @@ where
         ticker_alive,
         ticker,
         coop,
+        backend,
     })
 }

@@ -50,10 +50,15 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod backend;
+mod batch_cursor;
+mod chunked;
 pub mod connect;
 mod consume;
+mod consumers;
 mod coop;
 mod dead_letters;
+mod discovery;
 pub mod duration;
 mod error;
 mod ident;
@@ -62,25 +67,38 @@ mod maint;
 pub mod name;
 mod produce;
 mod queue;
+mod queue_setting;
 pub mod redact;
+mod retry;
 mod session;
-mod ticker_ops;
+mod sql;
+pub mod sqlstate;
+mod taker;
+mod tick;
+mod ticker_sessions;
 mod triggers;
 mod typed;
 mod types;
 mod wakeup;
 
 pub use admin::{
-    HorizonHolder, RetryCount, RotationBlocker, has_pgq_role, retry_queue_counts,
-    rotation_blockers, xmin_horizon_holder,
+    ConsumerStats, HorizonHolder, QueueStats, RetryCount, RotationBlocker, consumer_stats,
+    has_pgq_role, queue_stats, retry_queue_counts, rotation_blockers, xmin_horizon_holder,
 };
+pub use backend::{
+    Backend, InstallOptions, SQL_BACKEND_REVISION, SQL_BACKEND_VERSION, detect_backend,
+};
+pub use batch_cursor::{batch_cursor_name, declare_batch_cursor, fetch_batch_cursor};
+pub use chunked::{ChunkLimits, event_chunks, insert_events_chunked};
 pub use consume::{
     BatchTuning, EventFilter, RowHint, batch_event_sql, batch_owner, batch_retry, event_retry,
     event_retry_at, event_retry_raw, finish_batch, finish_own_batch, finish_own_batch_at,
-    get_batch_cursor, get_batch_events, get_batch_info, get_consumer_info, get_consumer_info_all,
-    get_consumer_info_queue, next_batch, next_batch_at, next_batch_custom, next_batch_info,
-    register_consumer, register_consumer_at, register_consumer_if_new, stream_batch_events,
-    unregister_consumer,
+    get_batch_cursor, get_batch_events, get_batch_info, next_batch, next_batch_at,
+    next_batch_custom, next_batch_info, stream_batch_events,
+};
+pub use consumers::{
+    get_consumer_info, get_consumer_info_all, get_consumer_info_queue, register_consumer,
+    register_consumer_at, register_consumer_if_new, unregister_consumer,
 };
 pub use coop::{
     BatchHandling, CoopFlavor, coop_finish_batch, coop_flavor, coop_next_batch,
@@ -91,16 +109,16 @@ pub use dead_letters::{
     dead_letter_counts, get_dead_letter, insert_dead_letters, list_dead_letters,
     purge_dead_letters, replay_dead_letters,
 };
-pub use error::{Error, ErrorKind, PgqRole, Result};
+pub use discovery::{list_databases, pgq_presence, version};
+pub use error::{Error, ErrorKind, FieldProblem, PgqRole, Result};
 pub use ident::{quote_fqname, quote_ident, quote_literal};
 pub use install::{
     CheckReport, InstallReport, OUR_SCHEMA, QueueTickAge, SUPPORTED_PGQ, check,
-    embedded_migrations, install,
+    embedded_migrations, install, install_with,
 };
 pub use maint::{
-    force_tick, maint_operations, maint_retry_events, maint_retry_events_all,
-    maint_rotate_tables_step1, maint_rotate_tables_step2, maint_tables_to_vacuum,
-    run_maint_operation, tick_now, ticker, ticker_external, ticker_queue, vacuum_table, version,
+    maint_operations, maint_retry_events, maint_retry_events_all, maint_rotate_tables_step1,
+    maint_rotate_tables_step2, maint_tables_to_vacuum, run_maint_operation, vacuum_table,
 };
 pub use name::{ConsumerName, QueueName, is_invisible_format};
 pub use produce::{
@@ -109,16 +127,23 @@ pub use produce::{
 };
 pub use queue::{
     create_queue, create_queue_with, current_event_table, drop_queue, get_queue_config,
-    get_queue_info, get_queue_info_all, pause_queue, queue_exists, resume_queue,
+    get_queue_info, get_queue_info_all, pause_queue, queue_exists, require_queue, resume_queue,
     set_insert_disabled, set_queue_config,
 };
-pub use session::{Keepalives, SessionSettings, configure_session};
-pub use ticker_ops::{
-    ConsumerStats, FastTickPoll, LockHolder, OtherTicker, QueueStats, TICKER_LOCK_KEY, TickRound,
-    TickerFeatures, backend_pid, consumer_stats, end_sessions, fast_tick_poll,
-    fast_tick_poll_plain, list_databases, live_sessions, other_tickers, pgq_presence, queue_stats,
-    ticker_features, ticker_lock_holder, ticker_round, ticker_round_notify, ticker_unlock,
-    try_ticker_lock,
+pub use queue_setting::{
+    QUEUE_SETTING_KEYS, QueueSetting, QueueSettingError, parse_setting_duration,
+};
+pub use retry::event_retry_many;
+pub use session::{Keepalives, SessionSettings, configure_session, ping};
+pub use taker::{BatchTaker, batch_info};
+pub use tick::{
+    FastTickPoll, TickRound, TickerFeatures, fast_tick_poll, fast_tick_poll_plain, force_tick,
+    tick_now, ticker, ticker_external, ticker_features, ticker_queue, ticker_round,
+    ticker_round_notify,
+};
+pub use ticker_sessions::{
+    TICKER_LOCK_KEY, TickerSession, backend_pid, end_sessions, live_sessions, other_tickers,
+    ticker_lock_holder, ticker_unlock, try_ticker_lock,
 };
 pub use triggers::{
     PgqTrigger, TriggerDef, TriggerEvents, TriggerFunction, TriggerTiming, create_pgq_triggers,
@@ -131,8 +156,8 @@ pub use types::{
     interval_to_duration,
 };
 pub use wakeup::{
-    TICK_CHANNEL, batch_cursor_name, declare_batch_cursor, event_retry_many, fetch_batch_cursor,
-    is_tick_of, notify_tick, tick_listener, tick_trigger_installed,
+    ListenVia, TICK_CHANNEL, TickWakeups, Wake, WakeupSettings, is_tick_of, notify_tick,
+    tick_listener, tick_trigger_installed,
 };
 
 /// Re-export of the `sqlx` this crate is built on, so callers use the same version.

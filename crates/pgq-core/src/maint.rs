@@ -1,107 +1,16 @@
-//! Ticking and maintenance: what a ticker (ours or pgqd) runs.
+//! Maintenance: what a ticker (ours or pgqd) runs besides ticking — table rotation, vacuum,
+//! moving due retry events back into their queues.
 //!
-//! Roles: everything here needs `pgq_admin`, except [`force_tick`] (`pgq_reader`) and [`version`]
-//! (no pgq role).
+//! Roles: everything here needs `pgq_admin`.
 
-use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, PgExecutor};
 
 use crate::error::{Error, Op, Result, ResultExt};
 use crate::ident::{quote_fqname, quote_literal};
 use crate::name::QueueName;
-use crate::queue::{queue_not_found, with_queue};
-use crate::types::{MaintOperation, TickId};
+use crate::types::MaintOperation;
 
-const TICK: Op = Op::admin("ticker");
 const MAINT: Op = Op::admin("maint_operations");
-
-/// Tick every queue that is neither paused nor externally ticked (`pgq.ticker()`), when its
-/// `ticker_max_count` / `ticker_max_lag` / `ticker_idle_period` say so. Returns how many queues
-/// were processed.
-///
-/// Needs `pgq_admin`.
-pub async fn ticker<'e>(ex: impl PgExecutor<'e>) -> Result<i64> {
-    sqlx::query_scalar!(r#"select pgq.ticker() as "n!""#)
-        .fetch_one(ex)
-        .await
-        .op(TICK)
-}
-
-/// Tick one queue if its settings say so (`pgq.ticker(queue)`). Returns the new tick id, or
-/// `None` when no tick was needed.
-///
-/// Needs `pgq_admin`.
-pub async fn ticker_queue<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-) -> Result<Option<TickId>> {
-    let r = sqlx::query_scalar!(r#"select pgq.ticker($1) as t"#, queue.as_str())
-        .fetch_one(ex)
-        .await
-        .op(TICK)
-        .map_err(|e| with_queue(e, queue))?;
-    Ok(r.filter(|&t| t > 0).map(TickId))
-}
-
-/// Insert a tick from an external source (`pgq.ticker(queue, tick_id, time, event_seq)`), for
-/// queues with `external_ticker` set. Returns the tick id.
-///
-/// Needs `pgq_admin`.
-pub async fn ticker_external<'e>(
-    ex: impl PgExecutor<'e>,
-    queue: &QueueName,
-    tick_id: TickId,
-    time: DateTime<Utc>,
-    event_seq: i64,
-) -> Result<TickId> {
-    let r = sqlx::query_scalar!(
-        r#"select pgq.ticker($1, $2, $3, $4) as "t!""#,
-        queue.as_str(),
-        tick_id.0,
-        time,
-        event_seq
-    )
-    .fetch_one(ex)
-    .await
-    .op(TICK)
-    .map_err(|e| with_queue(e, queue))?;
-    Ok(TickId(r))
-}
-
-/// Make the next ticker run tick this queue (`pgq.force_tick`): bumps the event sequence past
-/// `ticker_max_count`. Returns the queue's current last tick.
-///
-/// Needs `pgq_reader`.
-pub async fn force_tick<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Result<TickId> {
-    force_tick_as(ex, queue, Op::reader("force_tick")).await
-}
-
-/// [`force_tick`], with `op` naming the operation (and the role a permission error names).
-async fn force_tick_as<'e>(ex: impl PgExecutor<'e>, queue: &QueueName, op: Op) -> Result<TickId> {
-    let r = sqlx::query_scalar!(r#"select pgq.force_tick($1) as t"#, queue.as_str())
-        .fetch_one(ex)
-        .await
-        .op(op)?;
-    r.map(TickId).ok_or_else(|| queue_not_found(op, queue))
-}
-
-/// Tick one queue now, whatever its thresholds: [`force_tick`] then [`ticker_queue`] in one
-/// round of the caller's connection. Returns the new tick id (`None` when the queue is paused or
-/// externally ticked).
-///
-/// Needs `pgq_admin` (which includes the `pgq_reader` that `force_tick` needs; a permission error
-/// names `pgq_admin` whichever step fails).
-pub async fn tick_now(conn: &mut PgConnection, queue: &QueueName) -> Result<Option<TickId>> {
-    match force_tick_as(&mut *conn, queue, TICK).await {
-        Ok(_) => {}
-        // `pgq.force_tick` answers NULL for a queue that exists but has no tick yet (created
-        // by hand, or its ticks deleted) as for a missing one; `pgq.ticker` ticks the former.
-        Err(Error::QueueNotFound { .. })
-            if crate::queue::queue_exists(&mut *conn, queue).await? => {}
-        Err(e) => return Err(e),
-    }
-    ticker_queue(&mut *conn, queue).await
-}
 
 /// The maintenance operations due now (`pgq.maint_operations()`).
 ///
@@ -238,15 +147,6 @@ pub async fn run_maint_operation(conn: &mut PgConnection, op: &MaintOperation) -
         .await
         .op(MAINT)?;
     Ok(r.unwrap_or(0))
-}
-
-/// The installed pgq version (`pgq.version()`), e.g. `"3.5"`. Needs no pgq role.
-pub async fn version<'e>(ex: impl PgExecutor<'e>) -> Result<String> {
-    const OP: Op = Op::public("version");
-    sqlx::query_scalar!(r#"select pgq.version() as "v!""#)
-        .fetch_one(ex)
-        .await
-        .op(OP)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use sqlx::{PgConnection, PgExecutor};
 
-use crate::error::{Error, Op, Result, ResultExt};
+use crate::error::{Error, FieldProblem, Op, Result, ResultExt};
 use crate::ident::quote_fqname;
 use crate::name::QueueName;
 use crate::queue::{queue_not_found, with_queue};
@@ -24,36 +24,52 @@ const INSERT_MANY: Op = Op::writer("insert_events");
 const INSERT_RAW: Op = Op::admin("insert_event_raw");
 const COPY: Op = Op::admin("copy_events");
 
+/// What PostgreSQL cannot hold in a text value: a value over the field limit, a NUL byte.
+fn text_problem(value: &str) -> Option<FieldProblem> {
+    if value.len() > MAX_FIELD_BYTES {
+        Some(FieldProblem::TooLarge { len: value.len() })
+    } else if value.as_bytes().contains(&0) {
+        Some(FieldProblem::NulByte)
+    } else {
+        None
+    }
+}
+
 /// Check a text value for what PostgreSQL cannot hold: NUL bytes and values over the field limit.
 pub fn check_text(op_name: &'static str, field: &str, value: &str) -> Result<()> {
-    let op = Op::public(op_name);
-    if value.len() > MAX_FIELD_BYTES {
-        return Err(Error::invalid_input(
-            op,
-            format!(
-                "{field} is {} bytes, over PostgreSQL's field limit of 1 GiB",
-                value.len()
-            ),
-        ));
+    match text_problem(value) {
+        None => Ok(()),
+        Some(problem) => Err(Error::invalid_input(
+            Op::public(op_name),
+            format!("{field} {problem}"),
+        )),
     }
-    if value.as_bytes().contains(&0) {
-        return Err(Error::invalid_input(
-            op,
-            format!("{field} contains a NUL byte"),
-        ));
-    }
-    Ok(())
 }
 
 const FIELD_NAMES: [&str; 6] = ["ev_type", "ev_data", "extra1", "extra2", "extra3", "extra4"];
 
-fn check_event(op: Op, ev: &NewEvent) -> Result<()> {
-    for (name, v) in ev.named_fields() {
-        if let Some(v) = v {
-            check_text(op.name, name, v)?;
+/// Check every text field of event `index` ([`Error::InvalidEventField`] names the first bad
+/// one).
+fn check_fields<'a>(
+    op: Op,
+    index: u64,
+    fields: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+) -> Result<()> {
+    for (field, value) in fields {
+        if let Some(problem) = value.and_then(text_problem) {
+            return Err(Error::InvalidEventField {
+                op: op.name,
+                index,
+                field,
+                problem,
+            });
         }
     }
     Ok(())
+}
+
+fn check_event(op: Op, index: u64, ev: &NewEvent) -> Result<()> {
+    check_fields(op, index, ev.named_fields())
 }
 
 /// Insert one event with a type and a payload (`pgq.insert_event(queue, type, data)`).
@@ -89,7 +105,7 @@ pub async fn insert_event_ext<'e>(
     queue: &QueueName,
     ev: &NewEvent,
 ) -> Result<EventId> {
-    check_event(INSERT, ev)?;
+    check_event(INSERT, 0, ev)?;
     if ev.time.is_some() {
         return Err(Error::invalid_input(
             INSERT,
@@ -144,18 +160,19 @@ pub async fn insert_event_raw<'e>(
     queue: &QueueName,
     ev: &RawEvent,
 ) -> Result<EventId> {
-    for (name, v) in FIELD_NAMES.iter().zip([
+    let fields = [
         &ev.ev_type,
         &ev.ev_data,
         &ev.ev_extra1,
         &ev.ev_extra2,
         &ev.ev_extra3,
         &ev.ev_extra4,
-    ]) {
-        if let Some(v) = v {
-            check_text(INSERT_RAW.name, name, v)?;
-        }
-    }
+    ];
+    check_fields(
+        INSERT_RAW,
+        0,
+        FIELD_NAMES.into_iter().zip(fields.map(Option::as_deref)),
+    )?;
     let id = sqlx::query_scalar!(
         r#"select pgq.insert_event_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) as "id!""#,
         queue.as_str(),
@@ -186,8 +203,8 @@ struct Columns<'a> {
 }
 
 fn columns(op: Op, events: &[NewEvent]) -> Result<Columns<'_>> {
-    for ev in events {
-        check_event(op, ev)?;
+    for (index, ev) in (0u64..).zip(events) {
+        check_event(op, index, ev)?;
     }
     let extra = |f: fn(&NewEvent) -> Option<&str>| {
         events
@@ -352,7 +369,7 @@ where
                 COPY,
                 format!("event source failed: {e}"),
             )),
-            Ok(ev) => match check_event(COPY, &ev) {
+            Ok(ev) => match check_event(COPY, count, &ev) {
                 Err(e) => Some(e),
                 Ok(()) if limit.is_some_and(|l| count + 1 > l) => Some(Error::PerTxLimit {
                     op: COPY.name,

@@ -48,7 +48,7 @@ pub async fn create_queue_with(
         set_queue_config(&mut tx, queue, config).await?;
     }
     for consumer in consumers {
-        crate::consume::register_consumer(&mut *tx, queue, consumer).await?;
+        crate::consumers::register_consumer(&mut *tx, queue, consumer).await?;
     }
     tx.commit().await.op(CREATE)?;
     Ok(created)
@@ -104,33 +104,12 @@ pub async fn set_queue_config(
     queue: &QueueName,
     config: &QueueConfig,
 ) -> Result<()> {
+    config
+        .check()
+        .map_err(|e| Error::invalid_input(CONFIG, e.to_string()))?;
     let mut keys: Vec<&str> = Vec::new();
     let mut values: Vec<String> = Vec::new();
-    for (key, d) in [
-        ("ticker_max_lag", config.ticker_max_lag),
-        ("ticker_idle_period", config.ticker_idle_period),
-        ("rotation_period", config.rotation_period),
-    ] {
-        if let Some(d) = d
-            && d > QueueConfig::MAX_DURATION
-        {
-            return Err(Error::invalid_input(
-                CONFIG,
-                format!(
-                    "{key} of {}s is out of range: at most 100 years ({}s)",
-                    d.as_secs(),
-                    QueueConfig::MAX_DURATION.as_secs()
-                ),
-            ));
-        }
-    }
     if let Some(n) = config.ticker_max_count {
-        if n < 1 {
-            return Err(Error::invalid_input(
-                CONFIG,
-                "ticker_max_count must be at least 1",
-            ));
-        }
         keys.push("ticker_max_count");
         values.push(n.to_string());
     }
@@ -147,26 +126,12 @@ pub async fn set_queue_config(
         values.push(b.to_string());
     }
     if let Some(d) = config.rotation_period {
-        if d.is_zero() {
-            return Err(Error::invalid_input(
-                CONFIG,
-                "rotation_period must be positive",
-            ));
-        }
         keys.push("rotation_period");
         values.push(micros(d));
     }
     if let Some(b) = config.external_ticker {
         keys.push("external_ticker");
         values.push(b.to_string());
-    }
-    if let Some(Some(n)) = config.per_tx_limit
-        && n < 1
-    {
-        return Err(Error::invalid_input(
-            CONFIG,
-            "per_tx_limit must be at least 1 (or None for no limit)",
-        ));
     }
     let mut tx = conn.begin().await.op(CONFIG)?;
     if !queue_exists(&mut *tx, queue).await? {
@@ -333,4 +298,14 @@ pub async fn queue_exists<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Res
     .fetch_one(ex)
     .await
     .op(INFO)
+}
+
+/// [`queue_exists`], or fail with [`crate::ErrorKind::QueueNotFound`] naming the queue: for
+/// callers about to rely on the queue. Needs no pgq role.
+pub async fn require_queue<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Result<()> {
+    if queue_exists(ex, queue).await? {
+        Ok(())
+    } else {
+        Err(queue_not_found(INFO, queue))
+    }
 }

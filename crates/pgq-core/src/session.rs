@@ -170,11 +170,19 @@ pub async fn configure_session(conn: &mut PgConnection, settings: &SessionSettin
     match set_session(&mut *conn, settings, true).await {
         // `client_connection_check_interval` is refused where the server's platform cannot
         // check sockets (it needs POLLRDHUP: Linux); do without it there.
-        Err(e) if e.sqlstate().as_deref() == Some("22023") => {
+        Err(e) if e.sqlstate().as_deref() == Some(crate::sqlstate::INVALID_PARAMETER_VALUE) => {
             set_session(conn, settings, false).await
         }
         r => r,
     }
+}
+
+/// Check that the session on `conn` answers: one round trip without a statement, which also
+/// shows the server that the session is alive (its `idle_session_timeout` starts again). Needs
+/// no pgq role.
+pub async fn ping(conn: &mut PgConnection) -> Result<()> {
+    const PING: Op = Op::public("ping");
+    sqlx::Connection::ping(conn).await.op(PING)
 }
 
 async fn set_session(

@@ -323,29 +323,17 @@ impl ChangeCapture {
     /// A capture without TRUNCATE drops a TRUNCATE trigger of the same name left from before.
     pub async fn attach(&self, conn: &mut PgConnection) -> Result<Vec<TriggerDef>> {
         let defs = self.trigger_defs()?;
-        let sqlx_fail = |e| {
-            self.fail(
-                ATTACH,
-                pgq_core::Error::Database {
-                    op: "attach change capture",
-                    source: e,
-                },
-            )
-        };
-        let mut tx = conn.begin().await.map_err(sqlx_fail)?;
-        if !pgq_core::queue_exists(&mut *tx, &self.queue)
+        let transaction_fail = |e| self.fail(ATTACH, pgq_core::Error::transaction(e));
+        let mut tx = conn.begin().await.map_err(transaction_fail)?;
+        pgq_core::require_queue(&mut *tx, &self.queue)
             .await
-            .map_err(|e| self.fail(ATTACH, e))?
-        {
-            return Err(Error::QueueNotFound {
-                queue: self.queue.to_string(),
-                source: Box::new(pgq_core::Error::QueueNotFound {
-                    op: "attach change capture",
-                    queue: Some(self.queue.to_string()),
-                    source: None,
-                }),
-            });
-        }
+            .map_err(|e| match e.kind() {
+                // Named by the queue (the capture's other errors are named by its table).
+                pgq_core::ErrorKind::QueueNotFound => {
+                    Error::from_core(self.queue.as_str(), ATTACH, e)
+                }
+                _ => self.fail(ATTACH, e),
+            })?;
         let key = pgq_core::table_primary_key(&mut *tx, &self.table)
             .await
             .map_err(|e| self.fail(ATTACH, e))?
@@ -366,7 +354,7 @@ impl ChangeCapture {
         pgq_core::create_pgq_triggers(&mut tx, &defs)
             .await
             .map_err(|e| self.fail(ATTACH, e))?;
-        tx.commit().await.map_err(sqlx_fail)?;
+        tx.commit().await.map_err(transaction_fail)?;
         Ok(defs)
     }
 

@@ -12,12 +12,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The queue does not exist.
-    QueueNotFound,
-    /// Inserts into the queue are disabled.
-    InsertDisabled,
-    /// The queue's per-transaction event limit was exceeded.
-    PerTxLimit,
+    /// A failure of the database layer; the inner kind tells which: `QueueNotFound`,
+    /// `InsertDisabled`, `PerTxLimit`, `PermissionDenied` (the error names the role to grant),
+    /// any other.
+    Core(pgq_core::ErrorKind),
     /// A text field contains a NUL byte.
     NulByte,
     /// A text field is over PostgreSQL's field limit (1 GiB).
@@ -28,12 +26,8 @@ pub enum ErrorKind {
     CopySource,
     /// A COPY was cancelled half way.
     CopyCancelled,
-    /// The database role lacks a privilege (the error names the role to grant).
-    PermissionDenied,
     /// Change-capture options that pgq cannot honour, or a table that cannot be captured.
     InvalidCapture,
-    /// Any other failure of the database layer (see the `source`).
-    Database,
 }
 
 /// The error of every producer operation. Whenever a send, batch or COPY fails, none of its
@@ -172,17 +166,17 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::QueueNotFound { .. } => ErrorKind::QueueNotFound,
-            Error::InsertDisabled { .. } => ErrorKind::InsertDisabled,
-            Error::PerTxLimit { .. } => ErrorKind::PerTxLimit,
+            Error::QueueNotFound { source, .. }
+            | Error::InsertDisabled { source, .. }
+            | Error::PerTxLimit { source, .. }
+            | Error::PermissionDenied { source, .. }
+            | Error::Database { source, .. } => ErrorKind::Core(source.kind()),
             Error::NulByte { .. } => ErrorKind::NulByte,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::Serialize { .. } => ErrorKind::Serialize,
             Error::CopySource { .. } => ErrorKind::CopySource,
             Error::CopyCancelled { .. } => ErrorKind::CopyCancelled,
-            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Error::InvalidCapture { .. } => ErrorKind::InvalidCapture,
-            Error::Database { .. } => ErrorKind::Database,
         }
     }
 
@@ -214,6 +208,34 @@ impl Error {
             pgq_core::Error::PermissionDenied { role, .. } => *role,
             _ => PgqRole::Admin,
         };
+        match &source {
+            pgq_core::Error::InvalidEventField {
+                index,
+                field,
+                problem: pgq_core::FieldProblem::NulByte,
+                ..
+            } => {
+                return Error::NulByte {
+                    index: *index,
+                    field,
+                    source: Box::new(source),
+                };
+            }
+            pgq_core::Error::InvalidEventField {
+                index,
+                field,
+                problem: pgq_core::FieldProblem::TooLarge { len },
+                ..
+            } => {
+                return Error::TooLarge {
+                    index: *index,
+                    field,
+                    len: *len,
+                    source: Box::new(source),
+                };
+            }
+            _ => {}
+        }
         let source = Box::new(source);
         match kind {
             pgq_core::ErrorKind::QueueNotFound => Error::QueueNotFound { queue, source },
@@ -222,5 +244,13 @@ impl Error {
             pgq_core::ErrorKind::PermissionDenied => Error::PermissionDenied { what, role, source },
             _ => Error::Database { queue, source },
         }
+    }
+    /// This error of a statement given the events of the call from position `first` on: a bad
+    /// event's position counted in the whole call.
+    pub(crate) fn offset_by(mut self, first: u64) -> Error {
+        if let Error::NulByte { index, .. } | Error::TooLarge { index, .. } = &mut self {
+            *index += first;
+        }
+        self
     }
 }

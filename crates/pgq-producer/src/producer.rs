@@ -7,7 +7,7 @@ use futures_core::Stream;
 use futures_util::future::{self, Either};
 use futures_util::{StreamExt, stream};
 use pgq_core::sqlx::{Acquire, Connection, PgConnection, PgExecutor, Postgres};
-use pgq_core::{EventId, MAX_FIELD_BYTES, NewEvent, QueueName, RawEvent};
+use pgq_core::{EventId, NewEvent, QueueName, RawEvent};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -23,10 +23,10 @@ const SEND_TIMED: &str = "sending an event with an explicit time (pgq.insert_eve
 const BATCH: &str = "send_batch (pgq.insert_event, or pgq.insert_event_raw for events with a time)";
 const COPY: &str = "copy (COPY into the queue's event table; send_batch works with pgq_writer)";
 
-/// Default most events in one `send_batch` statement.
-pub const DEFAULT_BATCH_ROWS: usize = 10_000;
+/// Default most events in one `send_batch` statement ([`pgq_core::ChunkLimits::DEFAULT`]).
+pub const DEFAULT_BATCH_ROWS: usize = pgq_core::ChunkLimits::DEFAULT.rows;
 /// Default most payload bytes (all text fields) in one `send_batch` statement.
-pub const DEFAULT_BATCH_BYTES: usize = 16 << 20;
+pub const DEFAULT_BATCH_BYTES: usize = pgq_core::ChunkLimits::DEFAULT.bytes;
 
 /// Produces events into one queue, always in the executor it is given — a pool, a connection, or
 /// the application's own transaction — so events commit or roll back with the application's data.
@@ -38,8 +38,8 @@ pub const DEFAULT_BATCH_BYTES: usize = 16 << 20;
 /// | [`copy`](Self::copy), [`copy_iter`](Self::copy_iter), [`copy_cancellable`](Self::copy_cancellable) | any number (COPY, bounded memory) | `pgq_admin` |
 ///
 /// A missing privilege is [`Error::PermissionDenied`], naming the role to grant. Every text field
-/// is checked before anything is sent: a NUL byte or a field over 1 GiB is refused with the
-/// event's position, and nothing of the call is inserted.
+/// is checked (by the database layer, once) before its event is sent: a NUL byte or a field over
+/// 1 GiB is refused with the event's position, and nothing of the call is inserted.
 ///
 /// Events become visible to consumers after their transaction commits and the ticker ticks.
 #[derive(Debug, Clone)]
@@ -47,38 +47,6 @@ pub struct Producer {
     queue: QueueName,
     batch_rows: usize,
     batch_bytes: usize,
-}
-
-/// Check every text field of event `index` with the database layer's rules, naming the event,
-/// the field and the reason.
-fn check_event(op: &'static str, index: u64, ev: &NewEvent) -> Result<()> {
-    for (field, value) in ev.named_fields() {
-        let Some(value) = value else { continue };
-        if let Err(source) = pgq_core::check_text(op, field, value) {
-            return Err(if value.len() > MAX_FIELD_BYTES {
-                Error::TooLarge {
-                    index,
-                    field,
-                    len: value.len(),
-                    source: Box::new(source),
-                }
-            } else {
-                Error::NulByte {
-                    index,
-                    field,
-                    source: Box::new(source),
-                }
-            });
-        }
-    }
-    Ok(())
-}
-
-fn text_bytes(ev: &NewEvent) -> usize {
-    ev.named_fields()
-        .iter()
-        .map(|(_, v)| v.map_or(0, str::len))
-        .sum()
 }
 
 /// Marks the end of a COPY stopped by the producer (the reason is kept aside, typed).
@@ -118,8 +86,13 @@ impl Producer {
         Error::from_core(self.queue.as_str(), what, e)
     }
 
-    fn sqlx_fail(&self, op: &'static str, e: pgq_core::sqlx::Error) -> Error {
-        self.fail(op, pgq_core::Error::Database { op, source: e })
+    /// [`fail`](Self::fail) for a statement whose first event is event `first` of the call.
+    fn fail_from(&self, what: &'static str, first: u64, e: pgq_core::Error) -> Error {
+        self.fail(what, e).offset_by(first)
+    }
+
+    fn transaction_fail(&self, what: &'static str, e: pgq_core::sqlx::Error) -> Error {
+        self.fail(what, pgq_core::Error::transaction(e))
     }
 
     /// Send one event (type, data, extras and an optional time). Returns its id.
@@ -127,7 +100,6 @@ impl Producer {
     /// Needs `pgq_writer`; an event with [`NewEvent::time`] set goes through
     /// `pgq.insert_event_raw`, which needs `pgq_admin`.
     pub async fn send<'e>(&self, ex: impl PgExecutor<'e>, ev: &NewEvent) -> Result<EventId> {
-        check_event("send", 0, ev)?;
         match ev.time {
             None => pgq_core::insert_event_ext(ex, &self.queue, ev)
                 .await
@@ -172,25 +144,13 @@ impl Producer {
 
     /// Split `events` into statements within the row and byte limits.
     fn chunks<'a>(&self, events: &'a [NewEvent]) -> Vec<&'a [NewEvent]> {
-        let mut out = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, ev) in events.iter().enumerate() {
-            let b = text_bytes(ev);
-            if i > start && (i - start >= self.batch_rows || bytes + b > self.batch_bytes) {
-                out.push(&events[start..i]);
-                (start, bytes) = (i, 0);
-            }
-            bytes += b;
-        }
-        if start < events.len() {
-            out.push(&events[start..]);
-        }
-        out
+        let limits = pgq_core::ChunkLimits::new(self.batch_rows, self.batch_bytes);
+        pgq_core::event_chunks(events, limits)
     }
 
     /// Send many events set-based: one statement and one round trip per chunk (see
     /// [`with_batch_limits`](Self::with_batch_limits)), returning their ids in order. All or
-    /// nothing: every event is checked before anything is sent, and several chunks run in one
+    /// nothing: every event is checked before its chunk is sent, and several chunks run in one
     /// transaction (a savepoint inside the caller's).
     ///
     /// `conn` is anything sqlx can acquire a connection from: `&PgPool`, `&mut PgConnection` or
@@ -211,9 +171,6 @@ impl Producer {
     where
         A: Acquire<'c, Database = Postgres>,
     {
-        for (i, ev) in (0u64..).zip(events) {
-            check_event("send_batch", i, ev)?;
-        }
         let chunks = self.chunks(events);
         if chunks.is_empty() {
             return Ok(Vec::new());
@@ -221,7 +178,7 @@ impl Producer {
         let mut conn = conn
             .acquire()
             .await
-            .map_err(|e| self.sqlx_fail("send_batch", e))?;
+            .map_err(|e| self.transaction_fail(BATCH, e))?;
         if let [one] = chunks[..] {
             return pgq_core::insert_events(&mut *conn, &self.queue, one)
                 .await
@@ -229,21 +186,23 @@ impl Producer {
         }
         let mut tx = Connection::begin(&mut *conn)
             .await
-            .map_err(|e| self.sqlx_fail("send_batch", e))?;
+            .map_err(|e| self.transaction_fail(BATCH, e))?;
         let mut ids = Vec::with_capacity(events.len());
         for chunk in chunks {
+            // Where this chunk starts in `events`, for the position of a bad event.
+            let first = ids.len() as u64;
             match pgq_core::insert_events(&mut *tx, &self.queue, chunk).await {
                 Ok(part) => ids.extend(part),
                 Err(e) => {
                     // Best effort: the savepoint/transaction is also rolled back when dropped.
                     let _ = tx.rollback().await;
-                    return Err(self.fail(BATCH, e));
+                    return Err(self.fail_from(BATCH, first, e));
                 }
             }
         }
         tx.commit()
             .await
-            .map_err(|e| self.sqlx_fail("send_batch", e))?;
+            .map_err(|e| self.transaction_fail(BATCH, e))?;
         Ok(ids)
     }
 
@@ -339,10 +298,8 @@ impl Producer {
                 };
                 let failure = match next {
                     Either::Right(None) => return None,
-                    Either::Right(Some(Ok(ev))) => match check_event("copy", read, &ev) {
-                        Ok(()) => return Some((Ok(ev), (src, read + 1, false))),
-                        Err(e) => e,
-                    },
+                    // The database layer checks the event's fields.
+                    Either::Right(Some(Ok(ev))) => return Some((Ok(ev), (src, read + 1, false))),
                     Either::Right(Some(Err(e))) => Error::CopySource {
                         queue: queue.to_owned(),
                         events_read: read,
@@ -383,16 +340,22 @@ mod tests {
         let chunks = p.chunks(&evs);
         assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 10);
         for c in &chunks {
-            let b: usize = c.iter().map(text_bytes).sum();
+            let b: usize = c.iter().map(NewEvent::text_len).sum();
             assert!(c.len() == 1 || b <= 10, "{b}");
         }
         assert!(p.chunks(&[]).is_empty());
     }
 
     #[test]
-    fn check_names_event_and_field() {
-        let ev = NewEvent::new("t", "ok").extra3("a\0b");
-        let e = check_event("send", 7, &ev).unwrap_err();
+    fn a_bad_field_is_named_by_its_position_in_the_call() {
+        // The database layer names event 2 of the statement that started at event 5.
+        let core = pgq_core::Error::InvalidEventField {
+            op: "insert_events",
+            index: 2,
+            field: "extra3",
+            problem: pgq_core::FieldProblem::NulByte,
+        };
+        let e = Error::from_core("q", "send_batch", core).offset_by(5);
         assert!(matches!(
             e,
             Error::NulByte {
@@ -402,5 +365,21 @@ mod tests {
             }
         ));
         assert!(e.to_string().contains("event 7: extra3"), "{e}");
+        let core = pgq_core::Error::InvalidEventField {
+            op: "copy_events",
+            index: 3,
+            field: "ev_data",
+            problem: pgq_core::FieldProblem::TooLarge { len: 9 },
+        };
+        let e = Error::from_core("q", "copy", core);
+        assert!(matches!(
+            e,
+            Error::TooLarge {
+                index: 3,
+                field: "ev_data",
+                len: 9,
+                ..
+            }
+        ));
     }
 }

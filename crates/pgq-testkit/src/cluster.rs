@@ -1,24 +1,22 @@
+//! [`Cluster`]: one PostgreSQL server for tests, a private cluster ([`private`]) or an external
+//! server ([`external`]).
+
+mod external;
+mod private;
+
 use std::fmt;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use crate::{Error, sys};
+pub(crate) use external::ExternalUrl;
+use external::encode;
+pub(crate) use private::Private;
 
 /// Environment variable: a superuser URL of an existing server to use instead of a private cluster.
 pub(crate) const URL_ENV: &str = "PGQ_TEST_DATABASE_URL";
-
-/// Where private clusters live: one directory per cluster.
-const BASE_DIR: &str = "/tmp/pgq-testkit";
-
-/// The file in a cluster directory naming the process that owns it: `PID STARTTIME`.
-const OWNER_FILE: &str = "owner";
-
-/// How long `pg_ctl` waits for a start or stop.
-const PG_CTL_TIMEOUT_SECS: &str = "60";
 
 /// One PostgreSQL server for tests: a private cluster this process started, or an external server
 /// named by `PGQ_TEST_DATABASE_URL`.
@@ -40,17 +38,9 @@ pub(crate) struct Inner {
     janitor: OnceLock<Sender<String>>,
 }
 
-enum Kind {
+pub(crate) enum Kind {
     Private(Private),
     External(ExternalUrl),
-}
-
-struct Private {
-    bindir: PathBuf,
-    dir: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    port: u16,
 }
 
 impl fmt::Debug for Cluster {
@@ -115,48 +105,7 @@ impl Cluster {
 
     fn launch(shared: bool) -> Result<Cluster, Error> {
         let started = Instant::now();
-        let bindir = sys::find_bindir()?;
-        let base = prepare_base_dir()?;
-        remove_stale_clusters(&base, &bindir);
-        let ids = if sys::is_root() {
-            Some(sys::postgres_ids()?)
-        } else {
-            None
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("c")
-            .tempdir_in(&base)
-            .map_err(|e| {
-                Error::io(
-                    format!("could not create a directory in {}", base.display()),
-                    e,
-                )
-            })?
-            .keep();
-        let pid = std::process::id();
-        // Written whole and renamed into place: other processes look for stale clusters concurrently.
-        let owner = format!("{pid} {}\n", sys::start_time(pid).unwrap_or(0));
-        let tmp = dir.join(format!("{OWNER_FILE}.tmp"));
-        std::fs::write(&tmp, owner)
-            .and_then(|()| std::fs::rename(&tmp, dir.join(OWNER_FILE)))
-            .map_err(|e| Error::io(format!("could not write {}/{OWNER_FILE}", dir.display()), e))?;
-        if let Some((uid, gid)) = ids {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
-                Error::io(format!("could not give {} to postgres", dir.display()), e)
-            })?;
-        }
-        let mut private = Private {
-            data: dir.join("data"),
-            log: dir.join("server.log"),
-            bindir,
-            dir,
-            port: 0,
-        };
-        // From here on the directory is cleaned up by Drop (on error) or by the watchdog (if killed).
-        if let Err(e) = sys::spawn_watchdog(pid, &private.dir, &private.bindir) {
-            private.remove();
-            return Err(e);
-        }
+        let mut private = Private::create()?;
         if let Err(e) = private.init_and_start(shared) {
             private.remove();
             return Err(e);
@@ -170,7 +119,7 @@ impl Cluster {
         Ok(Cluster::from_kind(Kind::Private(private), shared))
     }
 
-    fn from_kind(kind: Kind, shared: bool) -> Cluster {
+    pub(crate) fn from_kind(kind: Kind, shared: bool) -> Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 kind,
@@ -202,7 +151,7 @@ impl Cluster {
         matches!(self.inner.kind, Kind::External(_))
     }
 
-    fn private(&self, what: &'static str) -> Result<&Private, Error> {
+    pub(crate) fn private(&self, what: &'static str) -> Result<&Private, Error> {
         match &self.inner.kind {
             Kind::Private(p) => Ok(p),
             Kind::External(_) => Err(Error::External(what)),
@@ -405,364 +354,5 @@ impl Drop for Inner {
         if let Kind::Private(p) = &self.kind {
             p.remove();
         }
-    }
-}
-
-impl Private {
-    fn pg(&self, prog: &str) -> std::process::Command {
-        sys::pg_command(&self.bindir, prog)
-    }
-
-    fn init_and_start(&mut self, shared: bool) -> Result<(), Error> {
-        let mut initdb = self.pg("initdb");
-        initdb
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
-            .args(["--locale=C", "--no-sync", "--no-instructions"]);
-        sys::run(initdb)?;
-        let conf = format!(
-            "\n# pgq-testkit\n\
-             listen_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\n\
-             fsync = off\n\
-             synchronous_commit = {}\n\
-             full_page_writes = off\n\
-             max_connections = 200\n\
-             shared_buffers = 128MB\n\
-             logging_collector = off\n",
-            self.dir.display().to_string().replace('\'', "''"),
-            // A private cluster is for crash tests: a commit must survive a kill of the server.
-            // (fsync = off only risks data on an OS crash, which tests do not simulate.)
-            if shared { "off" } else { "on" },
-        );
-        self.append_conf(&conf)?;
-        // A free port can be taken by someone else between our check and the server's bind: retry.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.port = free_port()?;
-            self.append_conf(&format!("port = {}\n", self.port))?;
-            match self.start() {
-                Err(Error::Start { ref log_tail, .. })
-                    if attempt < 5
-                        && (log_tail.contains("could not bind")
-                            || log_tail.contains("could not create any TCP/IP sockets")) =>
-                {
-                    tracing::debug!(port = self.port, "pgq-testkit: port taken, retrying");
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn append_conf(&self, text: &str) -> Result<(), Error> {
-        let path = self.data.join("postgresql.conf");
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
-    }
-
-    fn start(&self) -> Result<(), Error> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            self.remove_stale_pid_file();
-            let log_start = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-            let mut cmd = self.pg("pg_ctl");
-            cmd.args(["start", "-w", "-t", PG_CTL_TIMEOUT_SECS, "-D"])
-                .arg(&self.data)
-                .arg("-l")
-                .arg(&self.log);
-            let err = match sys::run(cmd) {
-                Ok(_) => return Ok(()),
-                Err(e) => e,
-            };
-            let log_tail = read_log_tail(&self.log, log_start, 40);
-            // After a kill, backends may still hold the old shared memory for a moment.
-            if log_tail.contains("pre-existing shared memory block") && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-            let reason = match err {
-                Error::Command { output, .. } => output,
-                other => other.to_string(),
-            };
-            return Err(Error::Start {
-                reason,
-                log: self.log.clone(),
-                log_tail,
-            });
-        }
-    }
-
-    fn stop(&self, mode: &str) -> Result<(), Error> {
-        let mut cmd = self.pg("pg_ctl");
-        cmd.args(["stop", "-w", "-t", PG_CTL_TIMEOUT_SECS, "-m", mode, "-D"])
-            .arg(&self.data);
-        sys::run(cmd).map(drop)
-    }
-
-    fn kill(&self) -> Result<(), Error> {
-        let pid = sys::postmaster_pid(&self.data)
-            .filter(|pid| sys::pid_alive(*pid))
-            .ok_or_else(|| Error::Command {
-                command: "kill".into(),
-                status: "not running".into(),
-                output: format!("no running postmaster for {}", self.data.display()),
-            })?;
-        // Backends run in sessions of their own, so find them as the postmaster's children, stopped
-        // first so that it forks no more.
-        sys::signal("STOP", pid);
-        let children = sys::children(pid);
-        sys::signal("KILL", pid);
-        for &child in &children {
-            sys::signal("KILL", child);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while let Some(&alive) = std::iter::once(&pid)
-            .chain(&children)
-            .find(|p| sys::pid_alive(**p))
-        {
-            if Instant::now() > deadline {
-                return Err(Error::Command {
-                    command: format!("kill -s KILL {alive}"),
-                    status: "still running after 10 s".into(),
-                    output: String::new(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.remove_stale_pid_file();
-        Ok(())
-    }
-
-    /// Removes `postmaster.pid` and the socket lock files if their postmaster is dead. PostgreSQL
-    /// itself refuses to start while that pid exists, which includes a zombie that nobody reaped
-    /// (some container inits leave them for seconds). Safe: PostgreSQL still refuses to start while
-    /// old backends hold the old shared memory, whose key comes from the data directory.
-    fn remove_stale_pid_file(&self) {
-        let mut lock_files = vec![self.data.join("postmaster.pid")];
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            lock_files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(".s.PGSQL.") && n.ends_with(".lock"))
-            }));
-        }
-        for file in lock_files {
-            if sys::lock_file_pid(&file).is_some_and(|pid| !sys::pid_alive(pid)) {
-                let _ = std::fs::remove_file(&file);
-            }
-        }
-    }
-
-    /// Stops the server (immediate) if it runs, and removes the cluster directory. Best effort.
-    fn remove(&self) {
-        if sys::postmaster_pid(&self.data).is_some_and(sys::pid_alive)
-            && let Err(e) = self.stop("immediate")
-        {
-            tracing::warn!("pgq-testkit: could not stop {}: {e}", self.data.display());
-            if let Some(pid) = sys::postmaster_pid(&self.data) {
-                sys::signal("KILL", pid);
-            }
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            tracing::warn!("pgq-testkit: could not remove {}: {e}", self.dir.display());
-        }
-    }
-}
-
-/// Creates `/tmp/pgq-testkit` (world-writable with the sticky bit, like `/tmp`).
-fn prepare_base_dir() -> Result<PathBuf, Error> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let base = PathBuf::from(BASE_DIR);
-    std::fs::create_dir_all(&base)
-        .map_err(|e| Error::io(format!("could not create {BASE_DIR}"), e))?;
-    let meta =
-        std::fs::metadata(&base).map_err(|e| Error::io(format!("could not stat {BASE_DIR}"), e))?;
-    if meta.permissions().mode() & 0o7777 != 0o1777 {
-        // Only the owner can change it; if another user created it right, this is not needed.
-        let _ = std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777));
-    }
-    Ok(base)
-}
-
-/// Removes clusters left behind by test processes that died before their watchdog could clean up
-/// (e.g. the watchdog was killed too). Best effort: errors are logged and skipped.
-fn remove_stale_clusters(base: &Path, bindir: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let owner = std::fs::read_to_string(dir.join(OWNER_FILE))
-            .ok()
-            .and_then(|owner| {
-                let mut parts = owner.split_whitespace().map(|p| p.parse::<u64>().ok());
-                Some((u32::try_from(parts.next()??).ok()?, parts.next()??))
-            });
-        let owner_alive = match owner {
-            Some((pid, start)) => {
-                sys::pid_alive(pid) && (start == 0 || sys::start_time(pid) == Some(start))
-            }
-            // Being created right now by another process, or abandoned long ago?
-            None => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_none_or(|age| age < Duration::from_secs(120)),
-        };
-        if owner_alive {
-            continue;
-        }
-        tracing::info!("pgq-testkit: removing stale cluster {}", dir.display());
-        let data = dir.join("data");
-        if let Some(pid) = sys::postmaster_pid(&data).filter(|p| sys::pid_alive(*p)) {
-            let mut cmd = sys::pg_command(bindir, "pg_ctl");
-            cmd.args(["stop", "-w", "-t", "10", "-m", "immediate", "-D"])
-                .arg(&data);
-            if sys::run(cmd).is_err() && sys::pid_alive(pid) {
-                sys::signal("KILL", pid);
-            }
-        }
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::debug!("pgq-testkit: could not remove {}: {e}", dir.display());
-        }
-    }
-}
-
-/// A port on 127.0.0.1 that is free right now.
-fn free_port() -> Result<u16, Error> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::io("could not find a free TCP port on 127.0.0.1", e))
-}
-
-/// The last `lines` lines written to `log` from byte `from` on (all of it if nothing new was written).
-fn read_log_tail(log: &Path, from: u64, lines: usize) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = std::fs::File::open(log) {
-        let _ = f.seek(SeekFrom::Start(from));
-        let mut bytes = Vec::new();
-        let _ = f.read_to_end(&mut bytes);
-        if bytes.is_empty() && from > 0 {
-            let _ = f.seek(SeekFrom::Start(0));
-            let _ = f.read_to_end(&mut bytes);
-        }
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `PGQ_TEST_DATABASE_URL`, split so that the database and the user can be replaced.
-struct ExternalUrl {
-    scheme: String,
-    userinfo: Option<String>,
-    host_port: String,
-    port: u16,
-    /// `?...` or empty.
-    query: String,
-}
-
-impl ExternalUrl {
-    fn parse(url: &str) -> Result<ExternalUrl, Error> {
-        let bad = |reason| Error::BadUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected postgres://user@host:port/db"))?;
-        if scheme != "postgres" && scheme != "postgresql" {
-            return Err(bad("the scheme must be postgres:// or postgresql://"));
-        }
-        let (rest, query) = match rest.find('?') {
-            Some(i) => (&rest[..i], rest[i..].to_owned()),
-            None => (rest, String::new()),
-        };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u.to_owned()), h.to_owned()),
-            None => (None, authority.to_owned()),
-        };
-        let port = match host_port.rsplit_once(':') {
-            Some((_, port)) if !host_port.ends_with(']') => {
-                port.parse().map_err(|_| bad("the port is not a number"))?
-            }
-            _ => 5432,
-        };
-        Ok(ExternalUrl {
-            scheme: scheme.to_owned(),
-            userinfo,
-            host_port,
-            port,
-            query,
-        })
-    }
-
-    fn with(&self, userinfo: Option<&str>, db: &str) -> String {
-        let user = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-        format!(
-            "{}://{user}{}/{}{}",
-            self.scheme,
-            self.host_port,
-            encode(db),
-            self.query
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn external_urls() {
-        let u =
-            ExternalUrl::parse("postgres://admin:s%40cret@db.example:6543/main?sslmode=disable")
-                .unwrap();
-        assert_eq!(u.port, 6543);
-        assert_eq!(
-            u.with(u.userinfo.as_deref(), "t_1"),
-            "postgres://admin:s%40cret@db.example:6543/t_1?sslmode=disable"
-        );
-        assert_eq!(
-            u.with(Some("bob"), "x y"),
-            "postgres://bob@db.example:6543/x%20y?sslmode=disable"
-        );
-        let u = ExternalUrl::parse("postgresql://localhost").unwrap();
-        assert_eq!(u.port, 5432);
-        assert_eq!(u.with(None, "d"), "postgresql://localhost/d");
-        let u = ExternalUrl::parse("postgres://u@[::1]:5999/").unwrap();
-        assert_eq!(u.port, 5999);
-        assert_eq!(ExternalUrl::parse("postgres://[::1]/x").unwrap().port, 5432);
-        assert!(ExternalUrl::parse("mysql://x").is_err());
-    }
-
-    #[test]
-    fn encoding() {
-        assert_eq!(encode("pgq_reader"), "pgq_reader");
-        assert_eq!(encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
     }
 }

@@ -43,8 +43,36 @@ impl TestDb {
     ///
     /// With a message saying why, if the schema or the database cannot be set up.
     pub async fn new_on(cluster: &Cluster) -> TestDb {
-        let template = template_of(cluster).await;
-        TestDb::create(cluster, Some(template)).await
+        TestDb::new_on_with_backend(cluster, crate::test_backend()).await
+    }
+
+    /// A fresh database with the schema installed on `backend` (the pgq extension, or this
+    /// project's SQL backend), on [`Cluster::shared`]. [`TestDb::new`] uses the backend
+    /// `PGQ_TEST_BACKEND` names (default: the extension).
+    ///
+    /// # Panics
+    ///
+    /// With a message saying why, if the cluster, the schema or the database cannot be set up.
+    pub async fn new_with_backend(backend: crate::Backend) -> TestDb {
+        TestDb::new_on_with_backend(Cluster::shared(), backend).await
+    }
+
+    /// [`TestDb::new_with_backend`] on `cluster`. The `TestDb` keeps the cluster alive.
+    ///
+    /// # Panics
+    ///
+    /// With a message saying why, if the schema or the database cannot be set up.
+    pub async fn new_on_with_backend(cluster: &Cluster, backend: crate::Backend) -> TestDb {
+        match backend {
+            crate::Backend::Sql => {
+                let template = sql_template_of(cluster).await;
+                TestDb::create(cluster, Some(&template)).await
+            }
+            _ => {
+                let template = template_of(cluster).await;
+                TestDb::create(cluster, Some(template)).await
+            }
+        }
     }
 
     /// A fresh, empty database on [`Cluster::shared`], with nothing installed (to test installing).
@@ -60,7 +88,10 @@ impl TestDb {
     /// With a message saying why, if the cluster or the database cannot be set up.
     pub async fn new_without_schema() -> TestDb {
         let cluster = Cluster::shared();
-        template_of(cluster).await;
+        match crate::test_backend() {
+            crate::Backend::Sql => drop(sql_template_of(cluster).await),
+            _ => drop(template_of(cluster).await),
+        }
         TestDb::create(cluster, None).await
     }
 
@@ -172,7 +203,7 @@ async fn template_of(cluster: &Cluster) -> &str {
     let template = cluster
         .inner()
         .template
-        .get_or_init(|| make_template(cluster))
+        .get_or_init(|| make_template(cluster, crate::Backend::Extension))
         .await;
     match template {
         Ok(template) => template,
@@ -180,14 +211,41 @@ async fn template_of(cluster: &Cluster) -> &str {
     }
 }
 
-/// Creates the template database of `cluster` and installs the schema in it.
-async fn make_template(cluster: &Cluster) -> Result<String, String> {
+/// The template database of `cluster` on the SQL backend (made on first use).
+///
+/// # Panics
+///
+/// When the schema cannot be installed in it.
+async fn sql_template_of(cluster: &Cluster) -> String {
+    // The extension's template first, when the server has the extension: CREATE EXTENSION creates
+    // the pgq roles check-then-create and must not race with the SQL backend creating them.
+    let _ = cluster
+        .inner()
+        .template
+        .get_or_init(|| make_template(cluster, crate::Backend::Extension))
+        .await;
+    let cell = crate::backend::sql_template_cell(cluster.url("postgres"));
+    let template = cell
+        .get_or_init(|| make_template(cluster, crate::Backend::Sql))
+        .await;
+    match template {
+        Ok(template) => template.clone(),
+        Err(e) => panic!("pgq-testkit: could not install the SQL backend in a template: {e}"),
+    }
+}
+
+/// Creates the template database of `cluster` and installs the schema in it, on `backend`.
+async fn make_template(cluster: &Cluster, backend: crate::Backend) -> Result<String, String> {
     // A private cluster belongs to this process; on an external server, other processes (and runs
     // with other schema versions) may have templates of their own.
+    let suffix = match backend {
+        crate::Backend::Sql => "_sql",
+        _ => "",
+    };
     let name = if cluster.is_external() {
-        format!("pgq_template_{}", run_tag())
+        format!("pgq_template{suffix}_{}", run_tag())
     } else {
-        "pgq_template".to_owned()
+        format!("pgq_template{suffix}")
     };
     let quoted = quote_ident(&name);
     admin_execute(
@@ -202,7 +260,8 @@ async fn make_template(cluster: &Cluster) -> Result<String, String> {
             .connect(&cluster.url(&name))
             .await
             .map_err(|e| format!("could not connect to {}: {e}", cluster.url(&name)))?;
-        let result = pgq_core::install(&pool)
+        let options = pgq_core::InstallOptions::new().backend(Some(backend));
+        let result = pgq_core::install_with(&pool, &options)
             .await
             .map(drop)
             .map_err(|e| format!("pgq_core::install failed: {e}\n{e:?}"));

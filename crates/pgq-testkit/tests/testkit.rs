@@ -138,3 +138,46 @@ async fn private_cluster_survives_stop_and_kill() {
         "dropping the cluster removes its directory"
     );
 }
+
+#[tokio::test]
+async fn standby_streams_and_takes_over_when_promoted() {
+    let primary = Cluster::start_private().expect("start a private cluster");
+    let db = TestDb::new_on(&primary).await;
+    let standby = primary.start_standby().expect("start a standby");
+    assert_ne!(standby.port(), primary.port());
+    let standby_dir = standby.data_dir().unwrap().to_owned();
+    sqlx::query("select pgq.create_queue('sq')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    standby.wait_for_replay(&primary).await.unwrap();
+    let standby_url = standby.url(db.name());
+    let mut conn = sqlx::PgConnection::connect(&standby_url).await.unwrap();
+    let (recovery, queues): (bool, i64) = sqlx::query_as(
+        "select pg_is_in_recovery(), \
+                (select count(*) from pgq.get_queue_info() where queue_name = 'sq')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(recovery, "a standby is in recovery");
+    assert_eq!(queues, 1, "the queue made on the primary was replayed");
+    conn.close().await.unwrap();
+
+    db.pool().close().await;
+    primary.stop_immediate().unwrap();
+    standby.promote().unwrap();
+    let mut conn = sqlx::PgConnection::connect(&standby_url).await.unwrap();
+    let recovery: bool = sqlx::query_scalar("select pg_is_in_recovery()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(!recovery, "promoted");
+    sqlx::query("select pgq.create_queue('after')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    drop(standby);
+    assert!(!standby_dir.exists(), "dropping the standby removes it");
+}

@@ -95,7 +95,10 @@ pub async fn run(
     let mut workers: BTreeMap<String, Running> = BTreeMap::new();
     let mut discovered: Vec<Option<Vec<String>>> = Vec::new();
     let mut next_discovery = Instant::now();
-    let mut next_stats = Instant::now() + cfg_tx.borrow().periods.stats;
+    // The stats line is due a stats period after the last one (or the start): a reload
+    // changing the period reschedules it from there.
+    let mut last_stats = Instant::now();
+    let mut next_stats = last_stats + cfg_tx.borrow().periods.stats;
     let mut failure_check = tokio::time::interval(Duration::from_secs(1));
     failure_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -135,6 +138,7 @@ pub async fn run(
                     tracing::warn!("{note}");
                 }
                 tracing::info!("configuration reloaded");
+                next_stats = last_stats + new.periods.stats;
                 cfg_tx.send_replace(Arc::new(new));
                 discovered.clear();
                 next_discovery = Instant::now();
@@ -142,7 +146,8 @@ pub async fn run(
             () = tokio::time::sleep_until(next_discovery.min(next_stats).into()) => {
                 if Instant::now() >= next_stats {
                     log_stats(&stats, &registry);
-                    next_stats = Instant::now() + cfg.periods.stats;
+                    last_stats = Instant::now();
+                    next_stats = last_stats + cfg.periods.stats;
                 }
             }
             _ = failure_check.tick() => {

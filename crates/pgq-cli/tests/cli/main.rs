@@ -5,6 +5,7 @@ mod conn;
 mod consumer;
 mod dlq;
 mod escapes;
+mod failover;
 mod halfopen;
 mod help;
 mod install;

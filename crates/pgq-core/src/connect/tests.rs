@@ -1,4 +1,5 @@
 use super::*;
+use sqlx::postgres::PgSslMode;
 
 #[test]
 fn several_hosts_keyword_and_url_forms() {

@@ -68,7 +68,11 @@ async fn a_multi_chunk_batch_that_fails_half_way_inserts_nothing() {
     let p = Producer::new(q.clone()).with_batch_limits(10, usize::MAX);
     let events: Vec<NewEvent> = (0..20).map(ev).collect();
     let e = p.send_batch(pool, &events).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PerTxLimit, "{e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Core(pgq_core::ErrorKind::PerTxLimit),
+        "{e}"
+    );
     assert!(consume(pool, &q).await.is_empty());
     // Within the limit it works.
     assert_eq!(p.send_batch(pool, &events[..15]).await.unwrap().len(), 15);

@@ -368,7 +368,11 @@ async fn attach_refuses_a_missing_queue_or_table_and_bad_options() {
         .attach(&mut conn)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::QueueNotFound, "{e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Core(pgq_core::ErrorKind::QueueNotFound),
+        "{e}"
+    );
     let e = ChangeCapture::logutriga(q.clone(), "shop.missing")
         .attach(&mut conn)
         .await

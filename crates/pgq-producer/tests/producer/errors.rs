@@ -41,7 +41,11 @@ async fn unknown_queue() {
     let db = TestDb::new().await;
     let p = Producer::new(q("no_such_queue"));
     for e in every_path(db.pool(), &p, &events(2)).await {
-        assert_eq!(e.kind(), ErrorKind::QueueNotFound, "{e}");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Core(pgq_core::ErrorKind::QueueNotFound),
+            "{e}"
+        );
         assert!(e.to_string().contains("no_such_queue"), "{e}");
         assert!(e.to_string().contains("create it"), "{e}");
     }
@@ -57,7 +61,11 @@ async fn insert_disabled() {
         .unwrap();
     let p = Producer::new(queue.clone());
     for e in every_path(pool, &p, &events(2)).await {
-        assert_eq!(e.kind(), ErrorKind::InsertDisabled, "{e}");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Core(pgq_core::ErrorKind::InsertDisabled),
+            "{e}"
+        );
         assert_eq!(
             e.core_error().map(pgq_core::Error::kind),
             Some(pgq_core::ErrorKind::InsertDisabled)
@@ -85,7 +93,11 @@ async fn per_transaction_limit() {
     drop(conn);
     let p = Producer::new(queue.clone());
     for e in every_path(pool, &p, &events(4)).await {
-        assert_eq!(e.kind(), ErrorKind::PerTxLimit, "{e}");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Core(pgq_core::ErrorKind::PerTxLimit),
+            "{e}"
+        );
     }
     assert!(consume(pool, &queue).await.is_empty());
     // At the limit it works on every path.
@@ -140,6 +152,37 @@ async fn nul_bytes_in_any_field() {
         assert_eq!(e.kind(), ErrorKind::NulByte, "{e}");
     }
     assert!(consume(pool, &queue).await.is_empty());
+}
+
+/// A batch of several statements names a bad event by its position in the whole call, and
+/// inserts nothing (the statements before it are rolled back).
+#[tokio::test]
+async fn a_bad_event_in_a_later_chunk_is_named_by_its_position_in_the_call() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let queue = setup(pool, "chunks").await;
+    let p = Producer::new(queue.clone()).with_batch_limits(2, usize::MAX);
+    let mut evs = events(7);
+    evs[5] = evs[5].clone().extra2("x\0");
+    let e = p.send_batch(pool, &evs).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NulByte {
+                index: 5,
+                field: "extra2",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut tx = pool.begin().await.unwrap();
+    let e = p.send_batch(&mut *tx, &evs).await.unwrap_err();
+    assert!(e.to_string().starts_with("event 5: extra2"), "{e}");
+    // The caller's transaction is still usable, and holds nothing of the batch.
+    p.send(&mut *tx, &evs[0]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(consume(pool, &queue).await.len(), 1);
 }
 
 #[tokio::test]

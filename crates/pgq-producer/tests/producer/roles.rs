@@ -9,7 +9,11 @@ use pgq_testkit::TestDb;
 use crate::common::{consume, role_pool, setup, sql};
 
 fn needs(e: &Error, role: PgqRole) {
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Core(pgq_core::ErrorKind::PermissionDenied),
+        "{e}"
+    );
     assert!(
         matches!(e, Error::PermissionDenied { role: r, .. } if *r == role),
         "{e:?}"
@@ -125,7 +129,11 @@ async fn change_capture_with_pgq_writer_on_an_owned_table() {
         .detach(&mut other.acquire().await.unwrap())
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Core(pgq_core::ErrorKind::PermissionDenied),
+        "{e}"
+    );
     drop(conn);
     let got = consume(pool, &q).await;
     assert_eq!(got.len(), 1);

@@ -5,14 +5,14 @@ use std::time::Duration;
 use pgq_core::EventId;
 use pgq_testkit::{Cluster, TestDb};
 
-use crate::util::{TickerProc, busy_queue, c, eventually, q, tick_count, ticks_beyond};
+use crate::util::{TICKER, TickerProc, busy_queue, c, eventually, q, tick_count, ticks_beyond};
 
 #[tokio::test]
 async fn ticks_appear() {
     let db = TestDb::new().await;
     busy_queue(db.pool(), "orders").await;
     let before = tick_count(db.pool(), "orders").await;
-    let _t = TickerProc::spawn(&["--db", &db.url(), "--ticker-period", "100ms"]);
+    let _t = TickerProc::spawn(TICKER, &["--db", &db.url(), "--ticker-period", "100ms"]);
     let after = ticks_beyond(db.pool(), "orders", before + 2).await;
     assert!(after > before + 2);
 }
@@ -30,7 +30,7 @@ async fn lag0_queue_is_ticked_by_the_fast_path_and_consumers_are_notified() {
         .await
         .unwrap();
     // A ticker period of an hour: only the fast path can tick after the first round.
-    let t = TickerProc::spawn(&["--db", &db.url(), "--ticker-period", "1h"]);
+    let t = TickerProc::spawn(TICKER, &["--db", &db.url(), "--ticker-period", "1h"]);
     eventually("the ticker to start ticking", || async {
         t.logs().contains("ticking").then_some(())
     })
@@ -85,14 +85,17 @@ async fn rotation_happens_and_truncates() {
         .await
         .unwrap();
     assert_eq!(n, 1);
-    let _t = TickerProc::spawn(&[
-        "--db",
-        &db.url(),
-        "--ticker-period",
-        "50ms",
-        "--maint-period",
-        "100ms",
-    ]);
+    let _t = TickerProc::spawn(
+        TICKER,
+        &[
+            "--db",
+            &db.url(),
+            "--ticker-period",
+            "50ms",
+            "--maint-period",
+            "100ms",
+        ],
+    );
     // With no consumer holding it back, the queue rotates through all its tables; coming back
     // to the first one truncates it.
     eventually("the old event table to be truncated", || async {
@@ -142,14 +145,17 @@ async fn more_than_ten_due_retries_are_all_moved() {
         pgq_core::finish_batch(pool, b).await.unwrap();
     }
     assert_eq!(retried, 25);
-    let _t = TickerProc::spawn(&[
-        "--db",
-        &db.url(),
-        "--ticker-period",
-        "100ms",
-        "--retry-period",
-        "200ms",
-    ]);
+    let _t = TickerProc::spawn(
+        TICKER,
+        &[
+            "--db",
+            &db.url(),
+            "--ticker-period",
+            "100ms",
+            "--retry-period",
+            "200ms",
+        ],
+    );
     eventually("the retry queue to be emptied", || async {
         let n: i64 = sqlx::query_scalar("select count(*) from pgq.retry_queue")
             .fetch_one(pool)
@@ -200,7 +206,7 @@ async fn vacuum_operations_run_when_autovacuum_is_off() {
     busy_queue(pool, "v").await;
     let tables = pgq_core::maint_tables_to_vacuum(pool).await.unwrap();
     assert!(tables.iter().any(|t| t == "pgq.tick"), "{tables:?}");
-    let _t = TickerProc::spawn(&["--db", &db.url(), "--maint-period", "200ms"]);
+    let _t = TickerProc::spawn(TICKER, &["--db", &db.url(), "--maint-period", "200ms"]);
     eventually("pgq.tick to be vacuumed", || async {
         let n: i64 = sqlx::query_scalar(
             "select coalesce(vacuum_count, 0) from pg_stat_all_tables where schemaname = 'pgq' and relname = 'tick'",
@@ -218,14 +224,17 @@ async fn vacuum_operations_run_when_autovacuum_is_off() {
 #[tokio::test]
 async fn a_ticker_started_before_install_warns_and_starts_within_seconds() {
     let db = TestDb::new_without_schema().await;
-    let t = TickerProc::spawn(&[
-        "--db",
-        &db.url(),
-        "--ticker-period",
-        "100ms",
-        "--check-period",
-        "10m",
-    ]);
+    let t = TickerProc::spawn(
+        TICKER,
+        &[
+            "--db",
+            &db.url(),
+            "--ticker-period",
+            "100ms",
+            "--check-period",
+            "10m",
+        ],
+    );
     eventually("the warning that pgq is missing", || async {
         t.logs()
             .lines()
@@ -255,14 +264,17 @@ async fn retries_come_back_at_their_due_time_not_the_retry_period() {
     pgq_core::register_consumer(pool, &q("retried"), &c("r"))
         .await
         .unwrap();
-    let _t = TickerProc::spawn(&[
-        "--db",
-        &db.url(),
-        "--ticker-period",
-        "200ms",
-        "--retry-period",
-        "10m",
-    ]);
+    let _t = TickerProc::spawn(
+        TICKER,
+        &[
+            "--db",
+            &db.url(),
+            "--ticker-period",
+            "200ms",
+            "--retry-period",
+            "10m",
+        ],
+    );
     let id = pgq_core::insert_event(pool, &q("retried"), "t", "again")
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use pgq_testkit::TestDb;
 
-use crate::util::{TickerProc, busy_queue, eventually, tick_count, ticks_beyond};
+use crate::util::{TICKER, TickerProc, busy_queue, eventually, tick_count, ticks_beyond};
 
 fn check_config(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pgq-ticker"))
@@ -179,7 +179,7 @@ fn bad_configurations_are_rejected() {
     ];
     for (name, text, want) in cases {
         let path = write(&dir, name, &text);
-        let mut child = TickerProc::spawn(&[&path]);
+        let mut child = TickerProc::spawn(TICKER, &[&path]);
         let code = child.wait_exit();
         assert_eq!(code, Some(1), "{name}: {}", child.logs());
         assert!(
@@ -215,7 +215,7 @@ async fn sighup_adds_a_database() {
             a.name()
         ),
     );
-    let t = TickerProc::spawn(&[&ini]);
+    let t = TickerProc::spawn(TICKER, &[&ini]);
     let na = tick_count(a.pool(), "qa").await;
     ticks_beyond(a.pool(), "qa", na + 2).await;
     let nb = tick_count(b.pool(), "qb").await;
@@ -237,7 +237,7 @@ async fn sighup_adds_a_database() {
 async fn sigterm_stops_cleanly_and_releases_the_lock() {
     let db = TestDb::new().await;
     busy_queue(db.pool(), "s").await;
-    let mut t = TickerProc::spawn(&["--db", &db.url(), "--ticker-period", "100ms"]);
+    let mut t = TickerProc::spawn(TICKER, &["--db", &db.url(), "--ticker-period", "100ms"]);
     let n = tick_count(db.pool(), "s").await;
     ticks_beyond(db.pool(), "s", n + 1).await;
     t.signal("TERM");

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use pgq_testkit::{TestDb, free_port};
 
-use crate::util::{TickerProc, busy_queue, tick_count, ticks_beyond};
+use crate::util::{TICKER, TickerProc, busy_queue, tick_count, ticks_beyond};
 
 #[tokio::test]
 async fn several_hosts_the_first_one_down() {
@@ -21,7 +21,7 @@ async fn several_hosts_the_first_one_down() {
         db.cluster().port(),
         db.name()
     );
-    let _t = TickerProc::spawn(&["--db", &connstr, "--ticker-period", "100ms"]);
+    let _t = TickerProc::spawn(TICKER, &["--db", &connstr, "--ticker-period", "100ms"]);
     ticks_beyond(db.pool(), "multi", before + 2).await;
 }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use pgq_testkit::{Relay, TestDb};
 
-use crate::util::{TickerProc, busy_queue, eventually, tick_count, ticks_beyond};
+use crate::util::{TICKER, TickerProc, busy_queue, eventually, tick_count, ticks_beyond};
 
 /// The active ticker's connection freezes: the server ends its session within the stated bound
 /// (here sized by the libpq keepalive parameters of its connection string), the ticker lock is
@@ -32,12 +32,12 @@ async fn a_partitioned_ticker_loses_the_lock_and_the_standby_takes_over() {
     )
     .unwrap();
     let name = db.name().to_owned();
-    let a = TickerProc::spawn_http(&[config.to_str().unwrap()], true);
+    let a = TickerProc::spawn_http(TICKER, &[config.to_str().unwrap()]);
     eventually("the ticker behind the relay to tick", || async {
         (a.db_state(&name)?.as_str() == "active").then_some(())
     })
     .await;
-    let b = TickerProc::spawn_http(&["--db", &db.url(), "--ticker-period", "100ms"], true);
+    let b = TickerProc::spawn_http(TICKER, &["--db", &db.url(), "--ticker-period", "100ms"]);
     eventually("the direct ticker to stand by", || async {
         (b.db_state(&name)?.as_str() == "standby").then_some(())
     })

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use pgq_testkit::TestDb;
 
-use crate::util::{TickerProc, busy_queue, eventually, http_get, q, tick_count, ticks_beyond};
+use crate::util::{
+    TICKER, TickerOptions, TickerProc, busy_queue, eventually, http_get, q, tick_count,
+    ticks_beyond,
+};
 
 /// Slow clients: keeps up to `clients` connections open to `addr`, each sending one byte of a
 /// request head now and then and never finishing it; reconnects the ones the server closed.
@@ -83,12 +86,7 @@ impl Drop for Flood {
 
 /// Log lines about the HTTP server.
 fn http_lines(t: &TickerProc) -> usize {
-    t.log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.contains("http"))
-        .count()
+    t.lines().iter().filter(|l| l.contains("http")).count()
 }
 
 #[tokio::test]
@@ -101,12 +99,16 @@ async fn slow_http_clients_with_few_fds_neither_stop_ticking_nor_flood_the_log()
         .await
         .unwrap();
     // A period of an hour: after the first round only the fast path ticks the lag-0 queue.
-    let t = TickerProc::spawn_limited(
+    let t = TickerProc::start(
+        TICKER,
         &["--db", &db.url(), "--ticker-period", "1h"],
-        true,
-        Some(64),
+        &TickerOptions {
+            http: true,
+            nofile: Some(64),
+            ..TickerOptions::default()
+        },
     );
-    let port = t.http.unwrap();
+    let port = t.http_port().unwrap();
     eventually("the ticker to tick and answer /health", || async {
         (t.db_state(db.name()).as_deref() == Some("active")).then_some(())
     })
@@ -120,7 +122,7 @@ async fn slow_http_clients_with_few_fds_neither_stop_ticking_nor_flood_the_log()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let total = t.lines.load(Ordering::Relaxed);
+    let total = t.lines_written();
     assert!(
         total < 1000,
         "the log exploded under the flood: {total} lines; http lines: {}",
@@ -144,14 +146,14 @@ async fn slow_http_clients_with_few_fds_neither_stop_ticking_nor_flood_the_log()
     }
     assert!(flood.open() > 100, "the flood stopped early");
 
-    let during = t.lines.load(Ordering::Relaxed);
+    let during = t.lines_written();
     flood.stop();
     eventually(
         "/health to answer once the slow clients are gone",
         || async { http_get(port, "/health").filter(|b| b.contains("\"ready\":true")) },
     )
     .await;
-    let total = t.lines.load(Ordering::Relaxed);
+    let total = t.lines_written();
     assert!(
         total < 1000,
         "the log exploded under the flood: {total} lines ({during} while it lasted)\n{}",
@@ -177,12 +179,16 @@ async fn accept_failures_back_off_and_are_logged_rarely() {
     let db = TestDb::new().await;
     busy_queue(db.pool(), "few").await;
     // So few file descriptors that even the capped server runs out of them: accept fails.
-    let t = TickerProc::spawn_limited(
+    let t = TickerProc::start(
+        TICKER,
         &["--db", &db.url(), "--ticker-period", "100ms"],
-        true,
-        Some(16),
+        &TickerOptions {
+            http: true,
+            nofile: Some(16),
+            ..TickerOptions::default()
+        },
     );
-    let port = t.http.unwrap();
+    let port = t.http_port().unwrap();
     eventually("the ticker to tick and answer /health", || async {
         (t.db_state(db.name()).as_deref() == Some("active")).then_some(())
     })
@@ -194,9 +200,7 @@ async fn accept_failures_back_off_and_are_logged_rarely() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let failures = t
-        .log
-        .lock()
-        .unwrap()
+        .lines()
         .iter()
         .filter(|l| l.contains("http accept failed"))
         .count();
@@ -206,7 +210,7 @@ async fn accept_failures_back_off_and_are_logged_rarely() {
         "the repeated warning is rate-limited\n{}",
         t.logs()
     );
-    let total = t.lines.load(Ordering::Relaxed);
+    let total = t.lines_written();
     assert!(total < 1000, "the log exploded: {total} lines");
     flood.stop();
     eventually(
@@ -221,8 +225,8 @@ async fn accept_failures_back_off_and_are_logged_rarely() {
 #[tokio::test]
 async fn a_request_that_dribbles_in_is_cut_off() {
     let db = TestDb::new().await;
-    let t = TickerProc::spawn_http(&["--db", &db.url()], true);
-    let port = t.http.unwrap();
+    let t = TickerProc::spawn_http(TICKER, &["--db", &db.url()]);
+    let port = t.http_port().unwrap();
     eventually("/health to answer", || async { http_get(port, "/health") }).await;
     // One byte of the request head a second: never a complete request, never 5 s without data.
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -295,7 +299,7 @@ async fn sigterm_ends_statements_waiting_on_a_lock_and_nothing_commits_after() {
         "--maint-period",
         "100ms",
     ];
-    let mut t = TickerProc::spawn(&args);
+    let mut t = TickerProc::spawn(TICKER, &args);
     // Both sessions (ticking and maintenance) wait on the test's locks.
     let waiting = eventually("both ticker sessions to wait on a lock", || async {
         Some(waiting_ticker_sessions(pool).await).filter(|p| p.len() == 2)
@@ -339,7 +343,7 @@ async fn sigterm_ends_statements_waiting_on_a_lock_and_nothing_commits_after() {
     assert_eq!(now, cur, "a rotation committed after the stop");
 
     // A new ticker takes over at once (no orphaned session holds the lock).
-    let t2 = TickerProc::spawn_http(&args, true);
+    let t2 = TickerProc::spawn_http(TICKER, &args);
     eventually("the new ticker to tick", || async {
         (t2.db_state(db.name()).as_deref() == Some("active")).then_some(())
     })

@@ -3,8 +3,10 @@
 mod basic;
 mod config;
 mod connect;
+mod failover;
 mod ha;
 mod halfopen;
 mod hostile;
 mod promises;
+mod runtime;
 mod util;

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use pgq_testkit::TestDb;
+use pgq_testkit::{Pgqd, TestDb};
 use sqlx::Connection;
 
-use crate::util::{TickerProc, busy_queue, c, eventually, http_get, q, tick_count, ticks_beyond};
+use crate::util::{
+    TICKER, TickerProc, busy_queue, c, eventually, http_get, q, tick_count, ticks_beyond,
+};
 
 /// A queue `m` with consumer `c` and one dead letter of it.
 async fn queue_with_a_dead_letter(pool: &sqlx::PgPool) {
@@ -49,6 +51,7 @@ async fn metrics_the_stats_line_and_a_warning_about_another_ticker() {
         .unwrap();
     sqlx::query("select 1").execute(&mut pgqd).await.unwrap();
     let t = TickerProc::spawn_http(
+        TICKER,
         &[
             "--db",
             &db.url(),
@@ -57,9 +60,8 @@ async fn metrics_the_stats_line_and_a_warning_about_another_ticker() {
             "--stats-period",
             "1s",
         ],
-        true,
     );
-    let port = t.http.unwrap();
+    let port = t.http_port().unwrap();
     let db_label = format!("/{}", db.name());
     let names = [
         "pgq_ticker_ticks_total",
@@ -148,14 +150,17 @@ async fn sessions_are_recycled_after_connection_lifetime() {
     let db = TestDb::new().await;
     let pool = db.pool();
     busy_queue(pool, "r").await;
-    let _t = TickerProc::spawn(&[
-        "--db",
-        &db.url(),
-        "--ticker-period",
-        "100ms",
-        "--connection-lifetime",
-        "2s",
-    ]);
+    let _t = TickerProc::spawn(
+        TICKER,
+        &[
+            "--db",
+            &db.url(),
+            "--ticker-period",
+            "100ms",
+            "--connection-lifetime",
+            "2s",
+        ],
+    );
     let sessions = || async {
         sqlx::query_scalar::<_, i32>(
             "select pid from pg_stat_activity \
@@ -179,4 +184,59 @@ async fn sessions_are_recycled_after_connection_lifetime() {
     .await;
     let n = tick_count(pool, "r").await;
     ticks_beyond(pool, "r", n + 2).await;
+}
+
+/// A real pgqd ticking the same database (pgqd does not take the ticker lock): pgq-ticker names
+/// it in a warning. pgqd is an interop peer: missing, this test fails under
+/// `PGQ_REQUIRE_PEERS=1` (or `CI=true`) and is reported as SKIPPED otherwise.
+#[tokio::test]
+async fn a_real_pgqd_on_the_same_database_is_warned_about() {
+    if !Pgqd::available() {
+        return;
+    }
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    busy_queue(pool, "both").await;
+    let mut pgqd = Pgqd::start(&format!(
+        "base_connstr = host=127.0.0.1 port={} user=postgres\ndatabase_list = {}\n\
+         ticker_period = 0.1\n",
+        db.cluster().port(),
+        db.name()
+    ));
+    // pgqd ticks on its own first: its session is there before pgq-ticker looks.
+    let n = tick_count(pool, "both").await;
+    ticks_beyond(pool, "both", n + 2).await;
+    let pgqd_pids: Vec<i32> = sqlx::query_scalar(
+        "select pid from pg_stat_activity where datname = current_database() \
+           and pid <> pg_backend_pid() and query ilike '%pgq.%' and application_name <> 'pgq-ticker'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(!pgqd_pids.is_empty(), "no pgqd session\n{}", pgqd.log());
+    let t = TickerProc::spawn(
+        TICKER,
+        &[
+            "--db",
+            &db.url(),
+            "--ticker-period",
+            "100ms",
+            "--stats-period",
+            "1s",
+            "--check-period",
+            "1s",
+        ],
+    );
+    eventually("a warning naming pgqd's session", || async {
+        t.lines()
+            .iter()
+            .any(|l| {
+                l.contains("WARN")
+                    && l.contains("another ticker (pgqd?) is ticking this database too")
+                    && pgqd_pids.iter().any(|p| l.contains(&format!("pid={p}")))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(pgqd.running(), "pgqd stopped\n{}", pgqd.log());
 }

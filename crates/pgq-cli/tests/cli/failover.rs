@@ -1,0 +1,183 @@
+//! Failover: `pgq tail --follow` on a connection string with two hosts and
+//! `target_session_attrs=read-write`. The primary stops, the standby is promoted: tail reconnects
+//! to the new primary and prints every event committed there within 5 s of the promotion. (The
+//! ticker and a consumer run loop through the same failover: the ticker's test tree,
+//! `failover.rs`.)
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgq_core::NewEvent;
+use pgq_core::connect::ConnectTarget;
+use pgq_testkit::{Cluster, DEADLINE, TestDb, c, q};
+use serde_json::Value;
+use sqlx::Connection as _;
+
+/// What the issue promises: service on the new primary within this long after the promotion.
+const FAILOVER_BUDGET: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follow_reconnects_to_the_new_primary() {
+    let primary = Cluster::start_private().expect("a private primary");
+    let db = TestDb::new_on(&primary).await;
+    let (queue, consumer) = (q("tail_fo"), c("tail_fo_c"));
+    pgq_core::create_queue(db.pool(), &queue).await.unwrap();
+    sqlx::query(
+        "select pgq.set_queue_config($1, 'ticker_idle_period', '0'), \
+                pgq.set_queue_config($1, 'ticker_max_lag', '1 millisecond')",
+    )
+    .bind(queue.as_str())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    pgq_core::register_consumer(db.pool(), &queue, &consumer)
+        .await
+        .unwrap();
+    let standby = primary.start_standby().expect("a streaming standby");
+    let both = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} dbname={} user=postgres \
+         target_session_attrs=read-write connect_timeout=2",
+        primary.port(),
+        standby.port(),
+        db.name()
+    );
+
+    // A ticker of our own (the binary is tested in its own tree): every 100 ms, on whichever
+    // host accepts writes.
+    let target = ConnectTarget::parse(&both).unwrap();
+    let ticking = tokio::spawn(async move {
+        let mut conn = None;
+        loop {
+            if conn.is_none() {
+                conn = target.connect().await.ok();
+            }
+            if let Some(c) = conn.as_mut()
+                && pgq_core::ticker(&mut *c).await.is_err()
+            {
+                conn = None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgq"))
+        .args([
+            "--db",
+            &both,
+            "--json",
+            "tail",
+            queue.as_str(),
+            consumer.as_str(),
+        ])
+        // Longer than the whole failover: tick notifications, not polling, must wake tail.
+        .args(["--follow", "--poll-interval", "60s"])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Event data -> when tail printed it.
+    let seen: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    let stdout = child.stdout.take().unwrap();
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).expect("a JSON line");
+            let data = v["data"].as_str().unwrap_or_default().to_owned();
+            sink.lock()
+                .unwrap()
+                .entry(data)
+                .or_insert_with(Instant::now);
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log_sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log_sink.lock().unwrap().push(line);
+        }
+    });
+    let printed = |prefix: &'static str, n: usize| {
+        let seen = seen.clone();
+        move || {
+            let seen = seen.lock().unwrap();
+            let times: Vec<Instant> = (0..n)
+                .filter_map(|i| seen.get(&format!("{prefix}-{i}")).copied())
+                .collect();
+            (times.len() == n).then(|| times.into_iter().max().unwrap())
+        }
+    };
+    let events = |prefix: &str| -> Vec<NewEvent> {
+        (0..20)
+            .map(|i| NewEvent::new("fo", format!("{prefix}-{i}")))
+            .collect()
+    };
+
+    pgq_core::insert_events(db.pool(), &queue, &events("before"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let before = printed("before", 20);
+    while before().is_none() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "tail did not print the events on the primary\n{}",
+            log.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    standby.wait_for_replay(&primary).await.unwrap();
+
+    db.pool().close().await;
+    primary.stop_immediate().unwrap();
+    standby.promote().unwrap();
+    let promoted = Instant::now();
+    let mut conn = sqlx::PgConnection::connect(&standby.url(db.name()))
+        .await
+        .unwrap();
+    pgq_core::insert_events(&mut conn, &queue, &events("after"))
+        .await
+        .unwrap();
+
+    let after = printed("after", 20);
+    let printed_at = loop {
+        if let Some(at) = after() {
+            break at;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "tail exited ({status}) after the failover\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        if promoted.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "tail did not print the events committed on the new primary ({} lines)\n{}",
+                seen.lock().unwrap().len(),
+                log.lock().unwrap().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let delivery = printed_at.duration_since(promoted);
+    eprintln!(
+        "failover: tail printed every event committed on the new primary {:.2}s after the \
+         promotion",
+        delivery.as_secs_f64()
+    );
+    let log_text = log.lock().unwrap().join("\n");
+    assert!(log_text.contains("reconnected"), "{log_text}");
+    assert!(
+        delivery <= FAILOVER_BUDGET,
+        "tail took {delivery:?} after the promotion\n{log_text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    ticking.abort();
+    let _ = conn.close().await;
+}
