@@ -44,6 +44,8 @@ impl Aux {
         let start = Instant::now();
         let (mut next_retry, mut next_maint, mut next_stats) = (start, start, start);
         let mut next_detect = start;
+        // When each job last ran: a reloaded period applies from there.
+        let (mut last_retry, mut last_maint, mut last_stats) = (None, None, None);
         let mut seen_due: Option<Instant> = None;
         let mut conn: Option<(PgConnection, Instant)> = None;
         let mut pid = 0;
@@ -62,6 +64,20 @@ impl Aux {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 // A new due time: look at the schedule again.
                 Ok(()) = self.retry_due.changed() => continue,
+                // Reloaded (SIGHUP): each job is due one new period after its last run.
+                Ok(()) = self.config.changed() => {
+                    let p = self.config.borrow_and_update().periods;
+                    for (next, last, period) in [
+                        (&mut next_retry, last_retry, p.retry),
+                        (&mut next_maint, last_maint, p.maint),
+                        (&mut next_stats, last_stats, p.stats),
+                    ] {
+                        if let Some(last) = last {
+                            *next = last + period;
+                        }
+                    }
+                    continue;
+                }
                 () = self.cancel.cancelled() => break,
             }
             if conn
@@ -96,6 +112,7 @@ impl Aux {
                 let now = Instant::now();
                 let mut failed = false;
                 if now >= next_retry {
+                    last_retry = Some(now);
                     next_retry = now + cfg.periods.retry;
                     match within(
                         deadline(cfg.maint_statement_timeout),
@@ -123,10 +140,12 @@ impl Aux {
                     }
                 }
                 if !failed && now >= next_maint {
+                    last_maint = Some(now);
                     next_maint = now + cfg.periods.maint;
                     failed = !self.maintenance(c).await;
                 }
                 if !failed && now >= next_stats {
+                    last_stats = Some(now);
                     next_stats = now + cfg.periods.stats;
                     let detect = now >= next_detect;
                     if detect {

@@ -50,6 +50,10 @@ impl Worker {
         // spell waits at most that long).
         let mut last_fast_tick = Instant::now();
         let mut next_round = Instant::now();
+        // When the last round was due: a reloaded ticker period applies from there.
+        let mut last_round: Option<Instant> = None;
+        let mut config = self.config.clone();
+        config.mark_unchanged();
         let mut last_statement = Instant::now();
         loop {
             let cfg = self.cfg();
@@ -82,6 +86,7 @@ impl Worker {
                     }
                     Err(e) => return LoopEnd::Failed(self.error("pgq.ticker()", e)),
                 }
+                last_round = Some(next_round);
                 next_round += cfg.periods.ticker;
                 if next_round < Instant::now() {
                     next_round = Instant::now() + cfg.periods.ticker;
@@ -100,6 +105,13 @@ impl Worker {
             let wake = wake.min(last_statement + keep_alive_every);
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
+                // Reloaded (SIGHUP): the next round is due one new period after the last one.
+                Ok(()) = config.changed() => {
+                    if let Some(last) = last_round {
+                        next_round = last + config.borrow_and_update().periods.ticker;
+                    }
+                    continue;
+                }
                 () = self.cancel.cancelled() => return LoopEnd::Cancelled,
             }
             if lag0 == 0
