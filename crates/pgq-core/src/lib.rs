@@ -138,7 +138,7 @@ pub use session::{Keepalives, SessionSettings, configure_session, ping};
 pub use taker::{BatchTaker, batch_info};
 pub use tick::{
     FastTickPoll, TickRound, TickerFeatures, fast_tick_poll, fast_tick_poll_plain, force_tick,
-    tick_now, ticker, ticker_external, ticker_features, ticker_queue, ticker_round,
+    lag0_consumers, tick_now, ticker, ticker_external, ticker_features, ticker_queue, ticker_round,
     ticker_round_notify,
 };
 pub use ticker_sessions::{

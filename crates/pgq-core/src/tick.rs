@@ -20,6 +20,7 @@ use crate::types::TickId;
 const TICK: Op = Op::admin("ticker");
 const FEATURES: Op = Op::public("ticker_features");
 const FAST: Op = Op::admin("fast_tick");
+const LAG0_CONSUMERS: Op = Op::reader("lag0_consumers");
 
 /// Tick every queue that is neither paused nor externally ticked (`pgq.ticker()`), when its
 /// `ticker_max_count` / `ticker_max_lag` / `ticker_idle_period` say so. Returns how many queues
@@ -223,6 +224,27 @@ pub async fn fast_tick_poll<'e>(
     .await
     .op(FAST)?;
     Ok(FastTickPoll::new(r.names, r.ticks, r.lag0, r.snap))
+}
+
+/// The largest number of consumers active in the last minute on one `ticker_max_lag = 0` queue
+/// of this database (0 when there is none). Every tick of such a queue wakes each of them for a
+/// batch, so a ticker spaces its millisecond ticks by this number (docs/ticker.md, "Many
+/// consumers"). Reads `pgq.subscription`: call it every few seconds, not on every poll.
+///
+/// Needs `pgq_reader`.
+pub async fn lag0_consumers<'e>(ex: impl PgExecutor<'e>) -> Result<i64> {
+    query_lag0_queues!(
+        query_scalar,
+        r#"select coalesce(max(n), 0) as "n!"
+             from (select count(*) as n
+                     from lag0_queues q
+                     join pgq.subscription s on s.sub_queue = q.queue_id
+                    where s.sub_active > now() - interval '1 minute'
+                    group by q.queue_id) c"#
+    )
+    .fetch_one(ex)
+    .await
+    .op(LAG0_CONSUMERS)
 }
 
 /// The fast-tick poll for databases without our migration: ticks (`pgq.ticker(queue)`) every

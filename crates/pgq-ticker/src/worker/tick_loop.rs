@@ -15,6 +15,22 @@ const QUIET: Duration = Duration::from_secs(1);
 /// The fast poll runs this many times slower on quiet lag-0 queues.
 const IDLE_FACTOR: u32 = 5;
 
+/// Every fast tick wakes each consumer of the queue for a batch: with many consumers, fast ticks
+/// are spaced this much per consumer (on the lag-0 queue with the most), so that the batches
+/// they cause stay near a thousand a second whatever the number of consumers, ...
+const GAP_PER_CONSUMER: Duration = Duration::from_millis(1);
+/// ... but never more than pgqd's shortest practical period.
+const GAP_MAX: Duration = Duration::from_millis(10);
+/// How often the consumers of lag-0 queues are counted (it reads `pgq.subscription`).
+const COUNT_CONSUMERS_EVERY: Duration = Duration::from_secs(10);
+
+/// The spacing of fast ticks for `consumers` consumers on one lag-0 queue.
+fn fast_tick_gap(consumers: i64) -> Duration {
+    GAP_PER_CONSUMER
+        .saturating_mul(u32::try_from(consumers.max(0)).unwrap_or(u32::MAX))
+        .min(GAP_MAX)
+}
+
 impl Worker {
     /// Tick on the period, fast-poll `ticker_max_lag = 0` queues in between.
     pub(super) async fn tick_loop(
@@ -55,6 +71,8 @@ impl Worker {
         let mut config = self.config.clone();
         config.mark_unchanged();
         let mut last_statement = Instant::now();
+        let mut gap = Duration::ZERO;
+        let mut counted_at: Option<Instant> = None;
         loop {
             let cfg = self.cfg();
             if connected_at.elapsed() >= cfg.periods.connection_lifetime {
@@ -92,12 +110,35 @@ impl Worker {
                     next_round = Instant::now() + cfg.periods.ticker;
                 }
             }
+            if lag0 > 0 && counted_at.is_none_or(|at| at.elapsed() >= COUNT_CONSUMERS_EVERY) {
+                counted_at = Some(Instant::now());
+                // Pacing only: a failure here leaves the spacing as it was.
+                match within(stmt, pgq_core::lag0_consumers(&mut *conn)).await {
+                    Ok(n) => {
+                        let new = fast_tick_gap(n);
+                        if new != gap {
+                            tracing::info!(
+                                db = self.label(),
+                                consumers = n,
+                                "lag-0 queues: fast ticks at least {} apart ({n} consumers on one queue)",
+                                humantime::format_duration(new)
+                            );
+                            gap = new;
+                        }
+                    }
+                    Err(e) => tracing::debug!(db = self.label(), "counting consumers: {e}"),
+                }
+                last_statement = Instant::now();
+            }
             let wake = if lag0 > 0 {
                 let poll = if last_fast_tick.elapsed() < QUIET {
                     cfg.periods.fast_poll
                 } else {
                     cfg.periods.fast_poll * IDLE_FACTOR
                 };
+                // Many consumers: the next fast tick no sooner than `gap` after the last one.
+                let poll =
+                    poll.max((last_fast_tick + gap).saturating_duration_since(Instant::now()));
                 next_round.min(Instant::now() + poll)
             } else {
                 next_round
@@ -154,5 +195,20 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_grows_with_consumers_up_to_the_cap() {
+        assert_eq!(fast_tick_gap(0), Duration::ZERO);
+        assert_eq!(fast_tick_gap(-1), Duration::ZERO);
+        assert_eq!(fast_tick_gap(1), Duration::from_millis(1));
+        assert_eq!(fast_tick_gap(4), Duration::from_millis(4));
+        assert_eq!(fast_tick_gap(10), GAP_MAX);
+        assert_eq!(fast_tick_gap(i64::MAX), GAP_MAX);
     }
 }

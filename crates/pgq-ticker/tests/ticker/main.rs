@@ -7,6 +7,7 @@ mod failover;
 mod ha;
 mod halfopen;
 mod hostile;
+mod pacing;
 mod promises;
 mod runtime;
 mod util;
