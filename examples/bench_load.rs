@@ -38,7 +38,7 @@ use pgq_producer::Producer;
 use pgq_testkit::Cluster;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use support::{Proc, Res, cluster_cpu, cluster_cpu_delta, cpu_secs, now_us, pct};
+use support::{Proc, Res, Ticker, cluster_cpu, cluster_cpu_delta, cpu_secs, now_us, pct};
 
 #[tokio::main]
 async fn main() -> Res<()> {
@@ -99,7 +99,7 @@ impl Who {
 /// `c0`…, and the ticker (pgq-ticker or pgqd) running.
 struct Setup {
     // Dropped in this order: the ticker stops before the cluster does.
-    ticker: Option<Proc>,
+    ticker: Option<Ticker>,
     pool: PgPool,
     cluster: Cluster,
     url: String,
@@ -127,7 +127,7 @@ async fn setup(who: Who, consumers: u64) -> Res<Setup> {
     let dir = tempfile::tempdir()?;
     let ticker = match who {
         Who::Ours => Some(support::spawn_ticker(&["--db", &url])),
-        Who::Pgqd => Some(support::spawn_pgqd(cluster.port(), "0.01", dir.path())),
+        Who::Pgqd => Some(support::spawn_pgqd(cluster.port(), "0.01")),
         Who::Table => None,
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -306,7 +306,7 @@ async fn consumers(who: Who, n: u64, rate: u64, secs: u64) -> Res<()> {
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let db0 = cluster_cpu(&s.cluster);
-    let ticker_pid = s.ticker.as_ref().map(Proc::pid).unwrap_or(0);
+    let ticker_pid = s.ticker.as_ref().map(Ticker::pid).unwrap_or(0);
     let t0 = cpu_secs(ticker_pid);
     let started = Instant::now();
     let load = Load {

@@ -33,9 +33,10 @@
 //! Each run starts a private PostgreSQL cluster (pgq-testkit). `PGQ_TICKER_BIN` names the
 //! pgq-ticker binary (default: next to this example's directory).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
 
 use std::sync::{Arc, Mutex};
 
@@ -44,8 +45,7 @@ use pgq_core::{ConsumerName, Event, QueueName};
 use pgq_testkit::Cluster;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection, PgPool};
-
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use support::{Res, cpu_secs, now_us, pct, ppid, private_db, spawn_pgqd, spawn_ticker};
 
 #[tokio::main]
 async fn main() -> Res<()> {
@@ -81,86 +81,6 @@ async fn main() -> Res<()> {
             std::process::exit(2);
         }
     }
-}
-
-fn ticker_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("PGQ_TICKER_BIN") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("pgq-ticker"))
-        .expect("target dir")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_ticker(args: &[&str]) -> Proc {
-    let child = Command::new(ticker_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start pgq-ticker (build it with --release first)");
-    Proc(child)
-}
-
-fn spawn_pgqd(port: u16, ticker_period: &str, dir: &std::path::Path) -> Proc {
-    let ini = dir.join("pgqd.ini");
-    std::fs::write(
-        &ini,
-        format!(
-            "[pgqd]\nlogfile = {}\nbase_connstr = host=127.0.0.1 port={port} user=postgres application_name=pgqd\n\
-             initial_database = postgres\nticker_period = {ticker_period}\nsyslog = 0\n",
-            dir.join("pgqd.log").display()
-        ),
-    )
-    .expect("write pgqd.ini");
-    let child = Command::new("pgqd")
-        .arg("-q")
-        .arg(&ini)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pgqd");
-    Proc(child)
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
-async fn private_db(cluster: &Cluster, name: &str) -> Res<String> {
-    let mut admin = PgConnection::connect(&cluster.url("postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
-    let url = cluster.url(name);
-    let mut c = PgConnection::connect(&url).await?;
-    pgq_core::install(&mut c).await?;
-    c.close().await?;
-    Ok(url)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 /// The P4 anchor setup: pgqd as the ticker and a consumer polling on a timer.
@@ -200,13 +120,8 @@ async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
     sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
         .execute(&pool)
         .await?;
-    let dir = tempfile::tempdir()?;
     let _ticker = match reader {
-        Reader::Poll(p) => spawn_pgqd(
-            cluster.port(),
-            &format!("{}", p.period_ms as f64 / 1000.0),
-            dir.path(),
-        ),
+        Reader::Poll(p) => spawn_pgqd(cluster.port(), &format!("{}", p.period_ms as f64 / 1000.0)),
         Reader::Consumer | Reader::Core => spawn_ticker(&["--db", &url]),
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -572,13 +487,8 @@ async fn held(reader: Reader, rate: u64, pre: u64, hold: u64, post: u64) -> Res<
     sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
         .execute(&pool)
         .await?;
-    let dir = tempfile::tempdir()?;
     let _ticker = match reader {
-        Reader::Poll(p) => spawn_pgqd(
-            cluster.port(),
-            &format!("{}", p.period_ms as f64 / 1000.0),
-            dir.path(),
-        ),
+        Reader::Poll(p) => spawn_pgqd(cluster.port(), &format!("{}", p.period_ms as f64 / 1000.0)),
         _ => spawn_ticker(&["--db", &url]),
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -756,27 +666,6 @@ async fn held(reader: Reader, rate: u64, pre: u64, hold: u64, post: u64) -> Res<
     Ok(())
 }
 
-/// CPU seconds (user + system) of process `pid` from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command: state(0) ppid(1) ... utime(11) stime(12).
-    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn ppid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// CPU of the backends whose application_name is `app` (pids looked up now).
 async fn backends_cpu(pool: &PgPool, app: &str) -> Res<Vec<(u32, f64)>> {
     let pids: Vec<i32> =
@@ -817,12 +706,11 @@ async fn idle(secs: u64) -> Res<()> {
         .await?;
     let t = spawn_ticker(&["--db", &url]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let ours = measure(&pool, t.0.id(), "pgq-ticker", secs).await?;
+    let ours = measure(&pool, t.pid(), "pgq-ticker", secs).await?;
     drop(t);
-    let dir = tempfile::tempdir()?;
-    let p = spawn_pgqd(cluster.port(), "0.01", dir.path());
+    let p = spawn_pgqd(cluster.port(), "0.01");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let theirs = measure(&pool, p.0.id(), "pgqd", secs).await?;
+    let theirs = measure(&pool, p.pid(), "pgqd", secs).await?;
     drop(p);
     println!(
         "idle, one lag-0 queue: pgq-ticker (fast poll 2 ms) {ours:.2}% of a core; pgqd ticker_period 10 ms {theirs:.2}% (process + its sessions)"
@@ -999,14 +887,13 @@ async fn many(dbs: u64, queues: u64, secs: u64) -> Res<()> {
     let t = spawn_ticker(&["--discover", "--db", &base]);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (ours_cpu, ours_worst, ours_p99) =
-        run_many(&sampler_pool, postmaster, t.0.id(), secs).await?;
+        run_many(&sampler_pool, postmaster, t.pid(), secs).await?;
     drop(t);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let dir = tempfile::tempdir()?;
-    let p = spawn_pgqd(cluster.port(), "1", dir.path());
+    let p = spawn_pgqd(cluster.port(), "1");
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (pgqd_cpu, pgqd_worst, pgqd_p99) =
-        run_many(&sampler_pool, postmaster, p.0.id(), secs).await?;
+        run_many(&sampler_pool, postmaster, p.pid(), secs).await?;
     drop(p);
     sampler.abort();
     println!(

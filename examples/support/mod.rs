@@ -1,12 +1,12 @@
 //! What the benchmark programs in `examples/` share: starting pgq-ticker and pgqd beside a private
-//! cluster, the clock the events carry, percentiles and CPU from /proc.
+//! cluster (pgq-testkit's wrappers), the clock the events carry, percentiles and CPU from /proc.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgq_testkit::Cluster;
+use pgq_testkit::{Cluster, Pgqd, TickerOptions, TickerProc};
 use sqlx::{Connection as _, PgConnection};
 
 /// The error type of the benchmark programs.
@@ -41,39 +41,46 @@ impl Drop for Proc {
     }
 }
 
-/// Start pgq-ticker with `args` (warnings on stderr).
-pub(crate) fn spawn_ticker(args: &[&str]) -> Proc {
-    let child = Command::new(ticker_bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start pgq-ticker (build it with --release first)");
-    Proc(child)
+/// The ticker of a run: pgq-ticker or pgqd, killed when dropped.
+pub(crate) enum Ticker {
+    /// pgq-ticker.
+    Ours(TickerProc),
+    /// pgqd.
+    Pgqd(Pgqd),
 }
 
-/// Start pgqd on every database of the cluster at `port`, ticking every `ticker_period` seconds
-/// (its ini and log in `dir`).
-pub(crate) fn spawn_pgqd(port: u16, ticker_period: &str, dir: &Path) -> Proc {
-    let ini = dir.join("pgqd.ini");
-    std::fs::write(
-        &ini,
-        format!(
-            "[pgqd]\nlogfile = {}\nbase_connstr = host=127.0.0.1 port={port} user=postgres application_name=pgqd\n\
-             initial_database = postgres\nticker_period = {ticker_period}\nsyslog = 0\n",
-            dir.join("pgqd.log").display()
-        ),
-    )
-    .expect("write pgqd.ini");
-    let child = Command::new("pgqd")
-        .arg("-q")
-        .arg(&ini)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pgqd");
-    Proc(child)
+impl Ticker {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        match self {
+            Ticker::Ours(t) => t.pid(),
+            Ticker::Pgqd(p) => p.pid(),
+        }
+    }
+}
+
+/// Start pgq-ticker with `args` (warnings on stderr).
+pub(crate) fn spawn_ticker(args: &[&str]) -> Ticker {
+    let bin = ticker_bin();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with --release first (or set PGQ_TICKER_BIN)",
+        bin.display()
+    );
+    let options = TickerOptions {
+        rust_log: "warn".to_owned(),
+        echo: true,
+        ..TickerOptions::default()
+    };
+    Ticker::Ours(TickerProc::start(bin, args, &options))
+}
+
+/// Start pgqd on every database of the cluster at `port`, ticking every `ticker_period` seconds.
+pub(crate) fn spawn_pgqd(port: u16, ticker_period: &str) -> Ticker {
+    Ticker::Pgqd(Pgqd::start(&format!(
+        "base_connstr = host=127.0.0.1 port={port} user=postgres application_name=pgqd\n\
+         initial_database = postgres\nticker_period = {ticker_period}\nsyslog = 0\n"
+    )))
 }
 
 /// Microseconds since the epoch: what the benchmark producers put in an event's data.

@@ -25,6 +25,8 @@ pub struct TickerOptions {
     pub nofile: Option<u32>,
     /// `RUST_LOG` of the process (default `pgq_ticker=debug`).
     pub rust_log: String,
+    /// Also copy each line to this process's standard error (a benchmark shows the warnings).
+    pub echo: bool,
 }
 
 impl Default for TickerOptions {
@@ -33,6 +35,7 @@ impl Default for TickerOptions {
             http: false,
             nofile: None,
             rust_log: "pgq_ticker=debug".to_owned(),
+            echo: false,
         }
     }
 }
@@ -132,9 +135,12 @@ impl TickerProc {
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let written = Arc::new(AtomicUsize::new(0));
-        let (sink, count) = (log.clone(), written.clone());
+        let (sink, count, echo) = (log.clone(), written.clone(), options.echo);
         let reader = std::thread::spawn(move || {
             for text in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("{text}");
+                }
                 // Count every line, keep the first ones (a runaway log must not eat the memory).
                 if count.fetch_add(1, Ordering::Relaxed) < MAX_KEPT_LINES {
                     let line = LogLine {

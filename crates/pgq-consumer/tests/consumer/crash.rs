@@ -3,14 +3,14 @@
 //! The child process is this test binary run again with `CHILD_ENV` set: `child_process` then
 //! acts as a consumer process until it is killed (without the variable it does nothing).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use pgq_consumer::{Delivery, EventContext, Handler, HandlerError};
 use pgq_core::sqlx::PgPool;
 use pgq_core::{Event, QueueName};
-use pgq_testkit::TestDb;
+use pgq_testkit::{Process, TestDb};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{builder, c, count, exec, produce, q, queue, tick, wait_for};
@@ -19,27 +19,25 @@ pub(crate) const CHILD_ENV: &str = "PGQ_CONSUMER_TEST_CHILD";
 
 /// Start a consumer process: `mode` is `hang` (at-least-once; records each event, then hangs
 /// after 10) or `exactly_once` (writes each event in the batch's transaction).
-fn spawn_child(mode: &str, url: &str, queue: &QueueName) -> Child {
+fn spawn_child(mode: &str, url: &str, queue: &QueueName) -> Process {
     spawn_test_child("crash::child_process", mode, url, queue)
 }
 
 /// Re-run this test binary as a consumer process: only the test `test` runs, with `CHILD_ENV`
-/// set to `mode`, and the database and queue in `PGQ_CHILD_URL` / `PGQ_CHILD_QUEUE`.
-pub(crate) fn spawn_test_child(test: &str, mode: &str, url: &str, queue: &QueueName) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+/// set to `mode`, and the database and queue in `PGQ_CHILD_URL` / `PGQ_CHILD_QUEUE`. Its
+/// standard error is collected ([`Process::log`]); it is killed if the test ends first.
+pub(crate) fn spawn_test_child(test: &str, mode: &str, url: &str, queue: &QueueName) -> Process {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, mode)
         .env("PGQ_CHILD_URL", url)
         .env("PGQ_CHILD_QUEUE", queue.as_str())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("re-run the test binary as a consumer process")
+        .stdin(Stdio::null());
+    Process::spawn(cmd)
 }
 
-pub(crate) fn sigkill(mut child: Child) {
-    child.kill().expect("SIGKILL the consumer process");
-    child.wait().unwrap();
+pub(crate) fn sigkill(mut child: Process) {
+    child.sigkill();
 }
 
 /// Writes each event into `target` in the batch's transaction, and notes progress outside it.
