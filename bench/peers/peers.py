@@ -10,7 +10,7 @@ directory where scripts/setup-env installed pgqueue 0.6 from PyPI). Run with Deb
     peers.py pgqueue-follow DSN QUEUE CONSUMER TOTAL STOP_AT_US
                                                         pgqueue's Consumer polling every 10 ms until
                                                         TOTAL events (0: no limit) or the epoch time
-                                                        STOP_AT_US (examples/bench_load.rs)
+                                                        STOP_AT_US (bench/programs/bench_load.rs)
 
 Each prints `RESULT <key> <median> ms` (and the runs) on stdout. The rows are the Rust side's: event
 time now, type "bench" and a 100-byte zero-padded counter as data. The consumers read the batch as they

@@ -156,8 +156,10 @@ async fn producing_ticking_and_consuming() {
     p.same("select pgq.current_event_table('q') t").await;
     // Count rule: 4 ids drawn since the newest tick, but the sequence was never used before the
     // first of them, so its value moved by 3 only (max_count 4): no tick yet.
-    p.expect("select pgq.ticker('q') t", r#"[{"t": null}]"#).await;
-    p.same("select pgq.insert_event('q', 'single', 'd3') id").await;
+    p.expect("select pgq.ticker('q') t", r#"[{"t": null}]"#)
+        .await;
+    p.same("select pgq.insert_event('q', 'single', 'd3') id")
+        .await;
     p.expect("select pgq.ticker('q') t", r#"[{"t": 3}]"#).await;
 
     // The set-based insert of pgq_core (pgq_rs.insert_events) and COPY.
@@ -283,8 +285,10 @@ async fn producing_ticking_and_consuming() {
 
     // Ticker rules, with the clock moved instead of waited for.
     p.same("select pgq.ticker('q') t").await; // the ids retried events drew
-    p.same("select pgq.insert_event('q', 'late', 'l1') id").await;
-    p.expect("select pgq.ticker('q') t", r#"[{"t": null}]"#).await;
+    p.same("select pgq.insert_event('q', 'late', 'l1') id")
+        .await;
+    p.expect("select pgq.ticker('q') t", r#"[{"t": null}]"#)
+        .await;
     p.age_ticks("q", 15).await;
     p.same("select pgq.ticker('q') lag_rule").await; // events, older than max_lag
     p.expect("select pgq.ticker('q') t", r#"[{"t": null}]"#)
@@ -476,7 +480,8 @@ async fn cooperative_members_and_unregistering() {
         .await;
     p.same("select pgq.force_tick('g') a").await;
     p.same("select pgq.ticker('g') t").await;
-    p.same("select pgq_coop.next_batch('g', 'grp', 'm1') b").await;
+    p.same("select pgq_coop.next_batch('g', 'grp', 'm1') b")
+        .await;
     p.same(
         "select queue_name, consumer_name, last_tick, current_batch, next_tick, pending_events
            from pgq.get_consumer_info('g')",
@@ -485,8 +490,10 @@ async fn cooperative_members_and_unregistering() {
     p.same_tables("with a member holding a batch").await;
     // pgq's own unregister of a member (holding a batch, or idle) removes that member only; of
     // the group, all of it.
-    p.same("select pgq.unregister_consumer('g', 'grp.m1') a").await;
-    p.same("select pgq.unregister_consumer('g', 'grp.m2') a").await;
+    p.same("select pgq.unregister_consumer('g', 'grp.m1') a")
+        .await;
+    p.same("select pgq.unregister_consumer('g', 'grp.m2') a")
+        .await;
     p.same_tables("after unregistering two members").await;
     p.same("select pgq.unregister_consumer('g', 'grp') a").await;
     p.same("select co_name from pgq.consumer order by 1").await;
@@ -533,7 +540,84 @@ async fn unregistering_registrations_that_share_a_sub_id() {
         p.same_tables(&format!("after unregistering member shape {n}"))
             .await;
     }
-    p.same("select pgq.unregister_consumer('u', 'plain') a").await;
+    p.same("select pgq.unregister_consumer('u', 'plain') a")
+        .await;
     p.same_tables("after unregistering a consumer holding a batch and retries")
         .await;
+}
+
+/// The catalog: the pgq schema's functions (arguments, results, security, volatility,
+/// strictness, grants), tables and sequences (columns, types, defaults, constraints, indexes,
+/// storage options, inheritance, grants), with a queue's event tables, are pgq 3.5's.
+#[tokio::test]
+async fn the_pgq_schema_has_the_same_objects() {
+    let p = Pair::new().await;
+    p.same("select pgq.create_queue('shape') a, pgq.create_queue('Other Shape') b")
+        .await;
+    let grants = |acl: &str, kind: &str, owner: &str| {
+        format!(
+            "(select coalesce(array_agg(g order by g), '{{}}')
+                from (select case when a.grantee = 0 then 'public'
+                                  else pg_get_userbyid(a.grantee) end
+                             || ':' || a.privilege_type as g
+                        from aclexplode(coalesce({acl}, acldefault({kind}, {owner}))) a
+                       where a.grantee <> {owner}) x)"
+        )
+    };
+    for sql in [
+        format!(
+            "select p.proname, pg_get_function_identity_arguments(p.oid) as args,
+                    pg_get_function_result(p.oid) as result, p.prosecdef, p.provolatile,
+                    p.proisstrict, p.proretset, {} as grants
+               from pg_proc p
+              where p.pronamespace = 'pgq'::regnamespace
+                and p.proname not in ('logutriga', 'jsontriga', 'sqltriga')
+              order by 1, 2",
+            grants("p.proacl", "'f'", "p.proowner")
+        ),
+        "select c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod) as type,
+                a.attnotnull, pg_get_expr(d.adbin, d.adrelid) as default
+           from pg_attribute a
+           join pg_class c on c.oid = a.attrelid
+           left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+          where c.relnamespace = 'pgq'::regnamespace and c.relkind = 'r'
+            and a.attnum > 0 and not a.attisdropped
+          order by 1, 2"
+            .to_owned(),
+        "select conrelid::regclass::text as rel, conname, pg_get_constraintdef(oid) as def
+           from pg_constraint where connamespace = 'pgq'::regnamespace order by 1, 2"
+            .to_owned(),
+        "select indexrelid::regclass::text as idx, pg_get_indexdef(indexrelid) as def
+           from pg_index i join pg_class c on c.oid = i.indrelid
+          where c.relnamespace = 'pgq'::regnamespace order by 1"
+            .to_owned(),
+        "select sequencename, data_type::text, start_value, min_value, max_value,
+                increment_by, cycle, cache_size
+           from pg_sequences where schemaname = 'pgq' order by 1"
+            .to_owned(),
+        "select inhrelid::regclass::text as child, inhparent::regclass::text as parent
+           from pg_inherits where inhrelid::regclass::text like 'pgq.%' order by 1"
+            .to_owned(),
+        format!(
+            "select c.relname, c.relkind, c.reloptions, {} as grants,
+                    (select t.reloptions from pg_class t where t.oid = c.reltoastrelid)
+                      as toast_options
+               from pg_class c
+              where c.relnamespace = 'pgq'::regnamespace and c.relkind in ('r', 'S')
+              order by 1",
+            grants(
+                "c.relacl",
+                "(case when c.relkind = 'S' then 's' else 'r' end)::\"char\"",
+                "c.relowner"
+            )
+        ),
+        "select nspname, (select array_agg(g order by g) from (
+                   select case when a.grantee = 0 then 'public'
+                               else pg_get_userbyid(a.grantee) end || ':' || a.privilege_type g
+                     from aclexplode(n.nspacl) a where a.grantee <> n.nspowner) x) as grants
+           from pg_namespace n where nspname = 'pgq'"
+            .to_owned(),
+    ] {
+        p.same(&sql).await;
+    }
 }

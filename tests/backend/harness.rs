@@ -37,10 +37,12 @@ impl Pair {
     pub(crate) async fn same(&self, sql: &str) -> String {
         let a = outcome(self.ext.pool(), sql).await;
         let b = outcome(self.sql.pool(), sql).await;
-        assert_eq!(
-            a, b,
-            "\nthe extension (left) and the SQL backend (right) differ for:\n  {sql}\n"
-        );
+        if a != b {
+            panic!(
+                "\nthe extension and the SQL backend differ for:\n  {sql}\n{}",
+                row_diff(&a, &b)
+            );
+        }
         a
     }
 
@@ -84,19 +86,7 @@ impl Pair {
         let a = outcome(self.ext.pool(), TABLES).await;
         let b = outcome(self.sql.pool(), TABLES).await;
         if a != b {
-            let rows = |s: &str| -> Vec<String> {
-                match serde_json::from_str::<Vec<serde_json::Value>>(s) {
-                    Ok(v) => v.iter().map(|r| r.to_string()).collect(),
-                    Err(_) => vec![s.to_owned()],
-                }
-            };
-            let (ra, rb) = (rows(&a), rows(&b));
-            let only_ext: Vec<_> = ra.iter().filter(|r| !rb.contains(r)).collect();
-            let only_sql: Vec<_> = rb.iter().filter(|r| !ra.contains(r)).collect();
-            panic!(
-                "\nthe pgq tables differ {when}:\n  only on the extension: {only_ext:#?}\n  \
-                 only on the SQL backend: {only_sql:#?}\n"
-            );
+            panic!("\nthe pgq tables differ {when}:\n{}", row_diff(&a, &b));
         }
     }
 
@@ -131,10 +121,28 @@ const TABLES: &str = "
       from pgq.event_template e
     order by 1, 2";
 
+/// The rows only one side has (outcomes are JSON arrays of rows, or an error line).
+fn row_diff(a: &str, b: &str) -> String {
+    let rows = |s: &str| -> Vec<String> {
+        match serde_json::from_str::<Vec<serde_json::Value>>(s) {
+            Ok(v) => v.iter().map(|r| r.to_string()).collect(),
+            Err(_) => vec![s.to_owned()],
+        }
+    };
+    let (ra, rb) = (rows(a), rows(b));
+    let only_ext: Vec<_> = ra.iter().filter(|r| !rb.contains(r)).collect();
+    let only_sql: Vec<_> = rb.iter().filter(|r| !ra.contains(r)).collect();
+    if only_ext.is_empty() && only_sql.is_empty() {
+        return format!("  the same rows in another order:\n  extension: {a}\n  sql: {b}");
+    }
+    format!("  only on the extension: {only_ext:#?}\n  only on the SQL backend: {only_sql:#?}")
+}
+
 /// The rows of `sql` as JSON, or `ERROR <sqlstate>: <message>`.
 pub(crate) async fn outcome(pool: &PgPool, sql: &str) -> String {
-    let wrapped =
-        format!("select coalesce(jsonb_agg(to_jsonb(pgq_rs_row)), '[]'::jsonb)::text from ({sql}) pgq_rs_row");
+    let wrapped = format!(
+        "select coalesce(jsonb_agg(to_jsonb(pgq_rs_row)), '[]'::jsonb)::text from ({sql}) pgq_rs_row"
+    );
     match sqlx::query_scalar::<_, String>(AssertSqlSafe(wrapped))
         .fetch_one(pool)
         .await

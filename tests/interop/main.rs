@@ -4,13 +4,13 @@
 //! otherwise it writes a SKIPPED banner straight to the terminal (past the test harness's output
 //! capture) and returns, so a plain `cargo test` on a machine without the peers still runs.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgq_core::sqlx::PgPool;
 use pgq_core::{BatchTuning, Event, NewEvent, QueueName};
-use pgq_testkit::{TestDb, c, q};
+use pgq_testkit::{TestDb, c, peer_available, q};
 
 const PY: &str = "/usr/bin/python3";
 
@@ -20,36 +20,6 @@ const PEER_DEADLINE: Duration = Duration::from_secs(90);
 
 fn script() -> String {
     format!("{}/tests/interop/py_pgq.py", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Whether missing peers fail the tests instead of skipping them.
-fn peers_required() -> bool {
-    std::env::var("PGQ_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Whether a peer is usable; panics when it is not and peers are required.
-fn peer_available(name: &str, probe: &mut Command) -> bool {
-    let ok = probe
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            !peers_required(),
-            "interop peer {name} is missing, and PGQ_REQUIRE_PEERS=1 or CI=true says it must be \
-             there: run scripts/setup-env"
-        );
-        // Straight to the terminal: the harness captures eprintln! of passing tests.
-        let test = std::thread::current().name().unwrap_or("?").to_owned();
-        let _ignored = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED {test}: interop peer {name} is not installed (run scripts/setup-env; \
-             PGQ_REQUIRE_PEERS=1 makes this a failure) ***\n"
-        );
-    }
-    ok
 }
 
 /// Run `cmd` (standard output piped) to its end within [`PEER_DEADLINE`]; its standard output.

@@ -60,26 +60,10 @@ async fn the_library_works_over_tls_and_verifies_the_server() {
 
     // verify-full refuses a certificate from another authority.
     let other = tempfile::tempdir().unwrap();
-    let st = std::process::Command::new("openssl")
-        .current_dir(other.path())
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-        ])
-        .args(["-keyout", "o.key", "-out", "o.crt"])
-        .output()
-        .unwrap();
-    assert!(st.status.success());
+    let other_ca = pgq_testkit::make_ca(other.path(), "other").unwrap();
     let wrong = format!(
         "sslmode=verify-full&sslrootcert={}",
-        other.path().join("o.crt").display()
+        other_ca.display()
     );
     let err = PgPool::connect(&tls_url(&db, "localhost", &wrong))
         .await

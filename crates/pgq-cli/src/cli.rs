@@ -87,20 +87,29 @@ pub(crate) struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Install or upgrade the schema (pgq extension and this project's migrations).
+    /// Install or upgrade the schema (pgq, as the extension or our SQL backend, and this
+    /// project's migrations).
     #[command(after_help = "\
-Installing is idempotent; the first install needs a role that may CREATE EXTENSION (a superuser).
-`--check` changes nothing: it reports the versions and whether a ticker is alive, and exits 1 when
-pgq or this project's schema is missing or older than this build.
+Installing is idempotent. pgq comes as the C extension when this role may CREATE EXTENSION (a
+superuser) and the server has the package; otherwise as this project's SQL backend, which a
+database owner can install (managed PostgreSQL). The output says which and why; `--backend`
+forces one. A database on one backend is never switched to the other.
+`--check` changes nothing: it reports the backend, the versions and whether a ticker is alive, and
+exits 1 when pgq or this project's schema is missing or older than this build.
 
 Examples:
   pgq install
+  pgq install --backend sql
   pgq install --check
   pgq install --check --json")]
     Install {
         /// Only report versions and ticker liveness; change nothing.
         #[arg(long)]
         check: bool,
+        /// The pgq backend to install: `extension` (the C extension) or `sql` (this project's
+        /// SQL implementation); default: the extension when it can be created, else `sql`.
+        #[arg(long, value_name = "extension|sql", value_parser = parse_backend)]
+        backend: Option<pgq_core::Backend>,
     },
     /// Create, drop, list, inspect and configure queues.
     #[command(subcommand)]
@@ -554,4 +563,9 @@ pub(crate) struct TailArgs {
     /// new ticks with --follow does not count.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
     pub(crate) db_timeout: Duration,
+}
+
+/// `--backend`: `extension` or `sql`.
+fn parse_backend(s: &str) -> Result<pgq_core::Backend, String> {
+    s.parse()
 }

@@ -5,15 +5,11 @@
 
 use std::time::Duration;
 
-use pgq_core::connect::{ConnectError, ConnectTarget};
+use pgq_core::connect::{ConnectError, ConnectTarget, DEFAULT_CONNECT_TIMEOUT};
 use pgq_core::sqlx::Connection;
 use pgq_core::sqlx::postgres::PgConnection;
 
 use crate::error::CliError;
-
-/// Used when neither `--connect-timeout`, `connect_timeout=` nor `PGCONNECT_TIMEOUT` says
-/// otherwise.
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `application_name` of the CLI's sessions (unless the connection settings name one).
 const APPLICATION_NAME: &str = "pgq-cli";
@@ -40,20 +36,23 @@ impl Target {
             (None, Some(u)) => (u, "DATABASE_URL"),
             (None, None) => ("", "the PG* variables"),
         };
-        let target = ConnectTarget::parse(connstr)
-            .map_err(|e| CliError::Connect {
+        // The connect timeout defaults to pgq_core's when neither `--connect-timeout`,
+        // `connect_timeout=` nor `PGCONNECT_TIMEOUT` says otherwise.
+        let target = ConnectTarget::parse_for(connstr, APPLICATION_NAME).map_err(|e| {
+            CliError::Connect {
                 message: format!(
                     "the connection string from {from} is not valid: {e} (write a URL like \
                      postgres://user@host:5432/dbname or key=value pairs like \"host=db1 \
                      dbname=app user=pgq\")"
                 ),
-            })?
-            .with_default_application_name(APPLICATION_NAME);
-        let target = match timeout {
-            Some(t) => target.with_connect_timeout(Some(t)),
-            None => target.with_default_connect_timeout(DEFAULT_CONNECT_TIMEOUT),
-        };
-        Ok(Target { target })
+            }
+        })?;
+        Ok(Target {
+            target: match timeout {
+                Some(t) => target.with_connect_timeout(Some(t)),
+                None => target,
+            },
+        })
     }
 
     /// The connection settings (every host; each connect picks one again).

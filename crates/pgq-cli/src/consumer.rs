@@ -1,13 +1,12 @@
 //! `pgq consumer ...`.
 
 use pgq_core::sqlx::PgConnection;
-use pgq_core::{ConsumerName, QueueName, TickId};
+use pgq_core::{QueueName, TickId};
 use serde::Serialize;
 
 use crate::cli::ConsumerCmd;
 use crate::error::{CliError, Names, sh};
 use crate::out::{self, ConsumerView};
-use crate::queue::pgq_not_found;
 use crate::{Ctx, conn};
 
 #[derive(Serialize)]
@@ -27,28 +26,12 @@ pub(crate) async fn run(ctx: &Ctx, cmd: ConsumerCmd) -> Result<(), CliError> {
     result
 }
 
-/// A consumer-not-registered error for `consumer` on `queue`.
-pub(crate) fn not_registered(queue: &QueueName, consumer: &ConsumerName) -> CliError {
-    CliError::Pgq {
-        source: Box::new(pgq_core::Error::ConsumerNotRegistered {
-            op: "consumer",
-            source: None,
-        }),
-        queue: Some(queue.to_string()),
-        consumer: Some(consumer.to_string()),
-    }
-}
-
 /// Fail unless `queue` exists.
 pub(crate) async fn require_queue(
     db: &mut PgConnection,
     queue: &QueueName,
 ) -> Result<(), CliError> {
-    if pgq_core::queue_exists(&mut *db, queue).await? {
-        Ok(())
-    } else {
-        Err(pgq_not_found(queue))
-    }
+    pgq_core::require_queue(&mut *db, queue).await.queue(queue)
 }
 
 async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: ConsumerCmd) -> Result<(), CliError> {
@@ -62,9 +45,9 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: ConsumerCmd) -> Result<()
             require_queue(db, &queue).await?;
             let tick = match (&copy_from, at_tick) {
                 (Some(other), _) => {
-                    let info = pgq_core::get_consumer_info(&mut *db, &queue, other)
-                        .await?
-                        .ok_or_else(|| not_registered(&queue, other))?;
+                    let info = pgq_core::require_consumer_info(&mut *db, &queue, other)
+                        .await
+                        .consumer(&queue, other)?;
                     Some(info.last_tick.ok_or_else(|| {
                         CliError::Refused(format!(
                             "consumer {other:?} has no position of its own to copy (it is an idle \
@@ -110,7 +93,7 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: ConsumerCmd) -> Result<()
                 .await
                 .consumer(&queue, &name)?;
             if n == 0 {
-                return Err(not_registered(&queue, &name));
+                return Err(pgq_core::Error::consumer_not_registered()).consumer(&queue, &name);
             }
             if ctx.json {
                 return out::json(&Done {

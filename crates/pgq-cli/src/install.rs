@@ -15,6 +15,8 @@ struct QueueTickView {
 
 #[derive(Serialize)]
 struct CheckView {
+    /// The pgq backend: `extension` or `sql` (`null`: pgq is not installed).
+    backend: Option<pgq_core::Backend>,
     pgq_version: Option<String>,
     schema_version: Option<i64>,
     latest_schema_version: i64,
@@ -28,7 +30,11 @@ struct CheckView {
 }
 
 /// Install, or with `check` only report.
-pub(crate) async fn run(ctx: &Ctx, check: bool) -> Result<(), CliError> {
+pub(crate) async fn run(
+    ctx: &Ctx,
+    check: bool,
+    backend: Option<pgq_core::Backend>,
+) -> Result<(), CliError> {
     let mut db = ctx.connect().await?;
     if check {
         let r = pgq_core::check(&mut db).await?;
@@ -37,6 +43,7 @@ pub(crate) async fn run(ctx: &Ctx, check: bool) -> Result<(), CliError> {
             .schema_version
             .is_some_and(|v| v >= r.latest_schema_version);
         let view = CheckView {
+            backend: r.backend,
             pgq_version: r.pgq_version.clone(),
             schema_version: r.schema_version,
             latest_schema_version: r.latest_schema_version,
@@ -59,8 +66,11 @@ pub(crate) async fn run(ctx: &Ctx, check: bool) -> Result<(), CliError> {
             out::json(&view)?;
         } else {
             out::line(format!(
-                "pgq version:    {}",
-                out::opt(r.pgq_version.as_deref())
+                "pgq version:    {}{}",
+                out::opt(r.pgq_version.as_deref()),
+                r.backend
+                    .map(|b| format!(" ({b} backend)"))
+                    .unwrap_or_default()
             ))?;
             out::line(format!(
                 "schema version: {} (this build: {}){}",
@@ -120,20 +130,23 @@ pub(crate) async fn run(ctx: &Ctx, check: bool) -> Result<(), CliError> {
             _ => Ok(()),
         };
     }
-    let r = pgq_core::install(&mut db).await?;
+    let options = pgq_core::InstallOptions::new().backend(backend);
+    let r = pgq_core::install_with(&mut db, &options).await?;
     conn::close(db).await;
     if ctx.json {
         out::json(&r)?;
     } else if r.applied.is_empty() {
         out::line(format!(
-            "already installed: pgq {}, schema version {}",
-            r.pgq_version, r.schema_version
+            "already installed: pgq {} ({} backend: {}), schema version {}",
+            r.pgq_version, r.backend, r.backend_note, r.schema_version
         ))?;
     } else {
         let applied: Vec<String> = r.applied.iter().map(i64::to_string).collect();
         out::line(format!(
-            "installed: pgq {}, schema version {} (applied {})",
+            "installed: pgq {} ({} backend: {}), schema version {} (applied {})",
             r.pgq_version,
+            r.backend,
+            r.backend_note,
             r.schema_version,
             applied.join(", ")
         ))?;

@@ -67,7 +67,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         json: cli.json,
     };
     match cli.command {
-        Command::Install { check } => install::run(&ctx, check).await,
+        Command::Install { check, backend } => install::run(&ctx, check, backend).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Consumer(cmd) => consumer::run(&ctx, cmd).await,
         Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,

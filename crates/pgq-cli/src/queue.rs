@@ -104,9 +104,9 @@ async fn run_on(ctx: &Ctx, db: &mut PgConnection, cmd: QueueCmd) -> Result<(), C
         }
         QueueCmd::Drop { name, force } => {
             let consumers = pgq_core::get_consumer_info_queue(&mut *db, &name).await?;
-            if !pgq_core::queue_exists(&mut *db, &name).await? {
-                return Err(pgq_not_found(&name));
-            }
+            pgq_core::require_queue(&mut *db, &name)
+                .await
+                .queue(&name)?;
             if !consumers.is_empty() && !force {
                 let names: Vec<String> = consumers
                     .iter()
@@ -272,29 +272,9 @@ pub(crate) fn queue_table(views: &[QueueView]) -> comfy_table::Table {
     t
 }
 
-/// A queue-not-found error for `queue`.
-pub(crate) fn pgq_not_found(queue: &QueueName) -> CliError {
-    CliError::Pgq {
-        source: Box::new(pgq_core::Error::QueueNotFound {
-            op: "queue",
-            queue: Some(queue.to_string()),
-            source: None,
-        }),
-        queue: Some(queue.to_string()),
-        consumer: None,
-    }
-}
-
 /// A database error outside a core call (beginning or committing a transaction).
 pub(crate) fn db_error(e: pgq_core::sqlx::Error) -> CliError {
-    CliError::Pgq {
-        source: Box::new(pgq_core::Error::Database {
-            op: "transaction",
-            source: e,
-        }),
-        queue: None,
-        consumer: None,
-    }
+    pgq_core::Error::transaction(e).into()
 }
 
 #[cfg(test)]

@@ -177,10 +177,10 @@ fn parse_line(text: &str) -> Result<NewEvent, String> {
         ("extra3", ev.extra3.as_ref()),
         ("extra4", ev.extra4.as_ref()),
     ] {
-        if let Some(v) = v {
-            pgq_core::check_text("send", name, v).map_err(|_| {
-                format!("`{name}` contains a NUL character or is over 1 GiB, which PostgreSQL cannot store")
-            })?;
+        if v.is_some_and(|v| pgq_core::text_problem(v).is_some()) {
+            return Err(format!(
+                "`{name}` contains a NUL character or is over 1 GiB, which PostgreSQL cannot store"
+            ));
         }
     }
     Ok(ev)

@@ -25,6 +25,8 @@ struct Warning {
 
 #[derive(Debug, Serialize)]
 struct Status {
+    /// The pgq backend: `extension` or `sql` (`null`: pgq is not installed).
+    backend: Option<pgq_core::Backend>,
     pgq_version: Option<String>,
     schema_version: Option<i64>,
     ticker_alive: Option<bool>,
@@ -60,6 +62,7 @@ async fn gather(db: &mut PgConnection, horizon_after: Duration) -> Result<Status
             "pgq is not installed in this database: run `pgq install`".to_owned(),
         ));
         return Ok(Status {
+            backend: None,
             pgq_version: None,
             schema_version: check.schema_version,
             ticker_alive: None,
@@ -173,6 +176,7 @@ async fn gather(db: &mut PgConnection, horizon_after: Duration) -> Result<Status
     let dead_letters = dead_letter_counts(db, &mut warnings).await?;
     horizon_warning(db, horizon_after, &mut warnings).await?;
     Ok(Status {
+        backend: check.backend,
         pgq_version: check.pgq_version,
         schema_version: check.schema_version,
         ticker_alive: check.ticker_alive,
@@ -329,8 +333,11 @@ fn print(ctx: &Ctx, s: &Status) -> Result<(), CliError> {
         return out::json(s);
     }
     out::line(format!(
-        "pgq {}, schema {}, ticker {}",
+        "pgq {}{}, schema {}, ticker {}",
         out::opt(s.pgq_version.as_deref()),
+        s.backend
+            .map(|b| format!(" ({b} backend)"))
+            .unwrap_or_default(),
         out::opt(s.schema_version),
         match s.ticker_alive {
             Some(true) => "alive",

@@ -12,7 +12,7 @@ use pgq_core::{
 use serde::Serialize;
 
 use crate::cli::TailArgs;
-use crate::consumer::{not_registered, require_queue};
+use crate::consumer::require_queue;
 use crate::error::{CliError, Names};
 use crate::interrupt::Interrupt;
 use crate::watchdog::{TimedOut, Watchdog};
@@ -206,12 +206,9 @@ async fn tail(
             }
         }
         None => {
-            if pgq_core::get_consumer_info(&mut *db, &queue, &args.consumer)
-                .await?
-                .is_none()
-            {
-                return Err(not_registered(&queue, &args.consumer));
-            }
+            pgq_core::require_consumer_info(&mut *db, &queue, &args.consumer)
+                .await
+                .consumer(&queue, &args.consumer)?;
             Who {
                 taker: BatchTaker::consumer(queue.clone(), args.consumer.clone()),
                 consumer: args.consumer,

@@ -55,17 +55,6 @@ pub struct CoopMember {
     unregister_on_shutdown: bool,
 }
 
-fn check_part(what: &'static str, name: &ConsumerName) -> pgq_core::Result<()> {
-    if name.as_str().contains('.') {
-        return Err(pgq_core::Error::InvalidName {
-            what,
-            value: name.to_string(),
-            reason: "must not contain '.' (a member appears in pgq as 'group.member')",
-        });
-    }
-    Ok(())
-}
-
 impl CoopMember {
     /// Member `member` of the cooperative group `group` on `queue`, with no takeover and the
     /// default heartbeat. Names containing `.` are refused, as is a `group.member` name longer
@@ -83,7 +72,7 @@ impl CoopMember {
     /// The member, its names checked later by [`CoopMember::check`] (the builder reports bad
     /// names when it builds).
     fn unchecked(queue: QueueName, group: ConsumerName, member: ConsumerName) -> CoopMember {
-        let full = ConsumerName::new(format!("{group}.{member}")).unwrap_or_else(|_| group.clone());
+        let full = pgq_core::coop_member_name(&group, &member).unwrap_or_else(|_| group.clone());
         CoopMember {
             queue,
             group,
@@ -97,9 +86,7 @@ impl CoopMember {
     }
 
     fn check(&self) -> pgq_core::Result<()> {
-        check_part("cooperative group name", &self.group)?;
-        check_part("cooperative member name", &self.member)?;
-        ConsumerName::new(format!("{}.{}", self.group, self.member)).map(drop)
+        pgq_core::coop_member_name(&self.group, &self.member).map(drop)
     }
 
     /// The group: the pgq consumer whose position the members share.

@@ -11,59 +11,38 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
-use pgq_core::Event;
+use pgq_core::{Event, Watchdog, WatchdogPause};
 
 use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::handler::{BatchHandler, EventContext, Handler, HandlerError};
 use crate::source::BatchSource;
 
-/// The watchdog of one run loop.
-pub(crate) struct Deadline {
-    limit: Duration,
-    /// Since when the loop has waited for the database; `None` while a handler runs.
-    since: Mutex<Option<Instant>>,
-}
+/// The watchdog of one run loop ([`pgq_core::Watchdog`]), and the error it fails with.
+pub(crate) struct Deadline(Watchdog);
 
 impl Deadline {
     pub(crate) fn new(limit: Duration) -> Arc<Deadline> {
-        Arc::new(Deadline {
-            limit,
-            since: Mutex::new(Some(Instant::now())),
-        })
-    }
-
-    fn set(&self, since: Option<Instant>) {
-        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = since;
+        Arc::new(Deadline(Watchdog::new(limit)))
     }
 
     /// Start counting afresh from now.
     pub(crate) fn restart(&self) {
-        self.set(Some(Instant::now()));
+        self.0.restart();
     }
 
     /// Stop counting until the returned guard is dropped (then count afresh).
-    fn pause(&self) -> Paused<'_> {
-        self.set(None);
-        Paused(self)
+    fn pause(&self) -> WatchdogPause<'_> {
+        self.0.pause()
     }
 
     /// Resolves once the loop has waited for the database for longer than the limit.
     pub(crate) async fn expired(&self) {
-        loop {
-            let since = *self.since.lock().unwrap_or_else(|e| e.into_inner());
-            let wake = match since {
-                Some(t) if t.elapsed() >= self.limit => return,
-                Some(t) => t + self.limit,
-                // A handler runs: look again later.
-                None => Instant::now() + self.limit,
-            };
-            tokio::time::sleep_until(wake.into()).await;
-        }
+        self.0.expired().await;
     }
 
     /// Run `fut` (database work of the loop, not a handler) under the deadline, from now.
@@ -72,26 +51,17 @@ impl Deadline {
         what: &'static str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.restart();
-        tokio::select! {
-            r = fut => r,
-            () = self.expired() => Err(self.error(what)),
+        match self.0.guard(fut).await {
+            Some(r) => r,
+            None => Err(self.error(what)),
         }
     }
 
     pub(crate) fn error(&self, what: &'static str) -> Error {
         Error::Unresponsive {
             what,
-            after: self.limit,
+            after: self.0.limit(),
         }
-    }
-}
-
-struct Paused<'a>(&'a Deadline);
-
-impl Drop for Paused<'_> {
-    fn drop(&mut self) {
-        self.0.restart();
     }
 }
 

@@ -6,7 +6,7 @@ use pgq_core::BatchId;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A boxed error, as handlers and callbacks return them.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use pgq_core::BoxError;
 
 /// What kind of failure an [`Error`] is; match on this rather than on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -100,23 +100,17 @@ pub trait BatchSource: Send + Sync + 'static {
         batch: BatchId,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
-            match pgq_core::batch_owner(&mut *conn, batch).await? {
-                Some((q, c)) if q == self.queue().as_str() && c == self.consumer().as_str() => {
-                    Ok(())
-                }
-                Some((q, c)) => Err(Error::ForeignBatch {
-                    batch,
-                    queue: self.queue().to_string(),
-                    consumer: self.consumer().to_string(),
-                    owner_queue: q,
-                    owner_consumer: c,
-                }),
-                None => Err(Error::Core(pgq_core::Error::BatchNotFound {
-                    op: "check_owner",
-                    batch: batch.get(),
-                    source: None,
-                })),
+            let (q, c) = pgq_core::require_batch_owner(&mut *conn, batch).await?;
+            if q == self.queue().as_str() && c == self.consumer().as_str() {
+                return Ok(());
             }
+            Err(Error::ForeignBatch {
+                batch,
+                queue: self.queue().to_string(),
+                consumer: self.consumer().to_string(),
+                owner_queue: q,
+                owner_consumer: c,
+            })
         }
     }
 }
@@ -186,11 +180,7 @@ impl BatchSource for Subscription {
         }
         self.check_owner(&mut *conn, batch).await?;
         // Held by this consumer after all: it was finished and handed out again in between.
-        Err(Error::Core(pgq_core::Error::BatchNotFound {
-            op: "finish_batch",
-            batch: batch.get(),
-            source: None,
-        }))
+        Err(Error::Core(pgq_core::Error::batch_not_open(batch)))
     }
 }
 

@@ -36,7 +36,7 @@ begin
 end;
 $$;
 
--- The sequence's last_value, without advancing it.
+-- The sequence's last_value, without advancing it (also for a sequence never used).
 CREATE OR REPLACE FUNCTION pgq.seq_getval(i_seq_name text)
 RETURNS bigint
 LANGUAGE plpgsql STRICT
@@ -45,7 +45,10 @@ AS $$
 declare
     v bigint;
 begin
-    execute 'select last_value from ' || pgq.quote_fqname(i_seq_name) into v;
+    v := pg_sequence_last_value(pgq.quote_fqname(i_seq_name)::regclass);
+    if v is null then
+        execute 'select last_value from ' || pgq.quote_fqname(i_seq_name) into v;
+    end if;
     return v;
 end;
 $$;

@@ -108,15 +108,28 @@ CREATE OR REPLACE FUNCTION pgq.next_batch_info(
     out batch_id int8, out cur_tick_id int8, out prev_tick_id int8,
     out cur_tick_time timestamptz, out prev_tick_time timestamptz,
     out cur_tick_event_seq int8, out prev_tick_event_seq int8)
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ select * from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null) $$;
+AS $$
+begin
+    select f.batch_id, f.cur_tick_id, f.prev_tick_id, f.cur_tick_time, f.prev_tick_time,
+           f.cur_tick_event_seq, f.prev_tick_event_seq
+      into batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
+           cur_tick_event_seq, prev_tick_event_seq
+      from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null) f;
+end;
+$$;
 
 CREATE OR REPLACE FUNCTION pgq.next_batch(i_queue_name text, i_consumer_name text)
 RETURNS int8
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ select batch_id from pgq.next_batch_info(i_queue_name, i_consumer_name) $$;
+AS $$
+begin
+    return (select f.batch_id
+              from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null) f);
+end;
+$$;
 
 -- Details of an open batch (NULLs when there is no such batch).
 CREATE OR REPLACE FUNCTION pgq.get_batch_info(
@@ -222,9 +235,13 @@ $$;
 
 CREATE OR REPLACE FUNCTION pgq.batch_event_sql(x_batch_id bigint)
 RETURNS text
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-AS $$ select pgq_rs.sql_backend_batch_sql(x_batch_id, null) $$;
+AS $$
+begin
+    return pgq_rs.sql_backend_batch_sql(x_batch_id, null);
+end;
+$$;
 
 -- Every event of an open batch.
 CREATE OR REPLACE FUNCTION pgq.get_batch_events(

@@ -40,11 +40,13 @@ $$;
 CREATE OR REPLACE FUNCTION pgq.event_retry(x_batch_id bigint, x_event_id bigint,
                                            x_retry_seconds integer)
 RETURNS integer
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    select pgq.event_retry(x_batch_id, x_event_id,
-                           now() + x_retry_seconds * interval '1 second')
+begin
+    return pgq.event_retry(x_batch_id, x_event_id,
+                           now() + x_retry_seconds * interval '1 second');
+end;
 $$;
 
 -- Put an event into a consumer's retry queue as given (ev_retry included). Returns its id.

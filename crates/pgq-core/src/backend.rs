@@ -421,7 +421,8 @@ async fn ensure_roles(conn: &mut PgConnection) -> Result<()> {
     .fetch_one(&mut *conn)
     .await
     .op(INSTALL)?;
-    if !me.missing.is_empty() && !(me.superuser || me.createrole) {
+    let may_create = me.superuser || me.createrole;
+    if !me.missing.is_empty() && !may_create {
         return Err(Error::BackendUnavailable {
             backend: Backend::Sql,
             reason: format!(

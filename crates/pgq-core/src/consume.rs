@@ -23,6 +23,7 @@ const NEXT: Op = Op::reader("next_batch");
 const EVENTS: Op = Op::reader("get_batch_events");
 const RETRY: Op = Op::reader("event_retry");
 const FINISH: Op = Op::reader("finish_batch");
+const OWNER: Op = Op::public("batch_owner");
 
 /// The next batch id, or `None` when there is no new tick (`pgq.next_batch`). Until it is
 /// finished, the same batch id is returned again.
@@ -337,7 +338,6 @@ pub async fn batch_owner<'e>(
     ex: impl PgExecutor<'e>,
     batch: BatchId,
 ) -> Result<Option<(String, String)>> {
-    const OP: Op = Op::public("batch_owner");
     let r = query_subscriptions!(
         query,
         "select queue_name, co_name from subscriptions where sub_batch = $1",
@@ -345,8 +345,25 @@ pub async fn batch_owner<'e>(
     )
     .fetch_optional(ex)
     .await
-    .op(OP)?;
+    .op(OWNER)?;
     Ok(r.map(|r| (r.queue_name, r.co_name)))
+}
+
+/// [`batch_owner`], or fail with [`crate::ErrorKind::BatchNotFound`] when no subscription holds
+/// the batch (finished, or never existed): for callers about to work on the batch.
+///
+/// Needs no pgq role.
+pub async fn require_batch_owner<'e>(
+    ex: impl PgExecutor<'e>,
+    batch: BatchId,
+) -> Result<(String, String)> {
+    batch_owner(ex, batch)
+        .await?
+        .ok_or_else(|| Error::BatchNotFound {
+            op: OWNER.name,
+            batch: batch.0,
+            source: None,
+        })
 }
 
 /// Put one event of a batch into the retry queue, to come back at `at`
@@ -462,11 +479,20 @@ pub async fn finish_batch<'e>(ex: impl PgExecutor<'e>, batch: BatchId) -> Result
     if r == 1 {
         Ok(())
     } else {
-        Err(Error::BatchNotFound {
+        Err(Error::batch_not_open(batch))
+    }
+}
+
+impl Error {
+    /// [`crate::ErrorKind::BatchNotFound`] as [`finish_batch`] reports a batch that is not open:
+    /// for callers that found so themselves (e.g. their batch was finished and handed out again
+    /// before their own finish).
+    pub fn batch_not_open(batch: BatchId) -> Error {
+        Error::BatchNotFound {
             op: FINISH.name,
             batch: batch.0,
             source: None,
-        })
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use sqlx::PgExecutor;
 
-use crate::error::{Op, Result, ResultExt};
+use crate::error::{Error, Op, Result, ResultExt};
 use crate::name::{ConsumerName, QueueName};
 use crate::queue::with_queue;
 use crate::types::{BatchId, ConsumerInfo, TickId, interval_to_duration, opt_interval};
@@ -159,4 +159,28 @@ pub async fn get_consumer_info<'e>(
     .await
     .op(CONSUMER_INFO)?;
     Ok(r.map(|r| consumer_row!(r)))
+}
+
+/// [`get_consumer_info`], or fail with [`crate::ErrorKind::ConsumerNotRegistered`]: for callers
+/// about to rely on the consumer. Needs no pgq role.
+pub async fn require_consumer_info<'e>(
+    ex: impl PgExecutor<'e>,
+    queue: &QueueName,
+    consumer: &ConsumerName,
+) -> Result<ConsumerInfo> {
+    get_consumer_info(ex, queue, consumer)
+        .await?
+        .ok_or_else(Error::consumer_not_registered)
+}
+
+impl Error {
+    /// [`crate::ErrorKind::ConsumerNotRegistered`] as [`require_consumer_info`] reports it: for
+    /// callers that found so themselves (a `None` from [`get_consumer_info`], nothing removed by
+    /// [`unregister_consumer`]).
+    pub fn consumer_not_registered() -> Error {
+        Error::ConsumerNotRegistered {
+            op: CONSUMER_INFO.name,
+            source: None,
+        }
+    }
 }

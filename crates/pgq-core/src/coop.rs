@@ -32,6 +32,14 @@ fn check_names(group: &ConsumerName, member: &ConsumerName) -> Result<()> {
     check_part("cooperative member name", member)
 }
 
+/// The pgq consumer name of `member` of the cooperative `group`: `group.member`. Group and member
+/// names containing `.` are refused, as is a `group.member` longer than
+/// [`ConsumerName::MAX_LEN`] ([`crate::ErrorKind::InvalidName`]).
+pub fn coop_member_name(group: &ConsumerName, member: &ConsumerName) -> Result<ConsumerName> {
+    check_names(group, member)?;
+    ConsumerName::new(format!("{group}.{member}"))
+}
+
 /// What to do with a member's batch in flight when it unregisters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

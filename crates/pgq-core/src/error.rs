@@ -7,6 +7,10 @@ use crate::sqlstate;
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A boxed error, as callers' handlers, callbacks and event sources return them (the pgq crates
+/// built on this one take and report such errors).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// The pgq roles a database role can be granted (created by the pgq extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

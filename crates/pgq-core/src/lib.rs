@@ -80,6 +80,7 @@ mod triggers;
 mod typed;
 mod types;
 mod wakeup;
+mod watchdog;
 
 pub use admin::{
     ConsumerStats, HorizonHolder, QueueStats, RetryCount, RotationBlocker, consumer_stats,
@@ -94,14 +95,14 @@ pub use consume::{
     BatchTuning, EventFilter, RowHint, batch_event_sql, batch_owner, batch_retry, event_retry,
     event_retry_at, event_retry_raw, finish_batch, finish_own_batch, finish_own_batch_at,
     get_batch_cursor, get_batch_events, get_batch_info, next_batch, next_batch_at,
-    next_batch_custom, next_batch_info, stream_batch_events,
+    next_batch_custom, next_batch_info, require_batch_owner, stream_batch_events,
 };
 pub use consumers::{
     get_consumer_info, get_consumer_info_all, get_consumer_info_queue, register_consumer,
-    register_consumer_at, register_consumer_if_new, unregister_consumer,
+    register_consumer_at, register_consumer_if_new, require_consumer_info, unregister_consumer,
 };
 pub use coop::{
-    BatchHandling, CoopFlavor, coop_finish_batch, coop_flavor, coop_next_batch,
+    BatchHandling, CoopFlavor, coop_finish_batch, coop_flavor, coop_member_name, coop_next_batch,
     coop_register_member, coop_touch, coop_unregister_member, coop_version,
 };
 pub use dead_letters::{
@@ -110,7 +111,7 @@ pub use dead_letters::{
     purge_dead_letters, replay_dead_letters,
 };
 pub use discovery::{list_databases, pgq_presence, version};
-pub use error::{Error, ErrorKind, FieldProblem, PgqRole, Result};
+pub use error::{BoxError, Error, ErrorKind, FieldProblem, PgqRole, Result};
 pub use ident::{quote_fqname, quote_ident, quote_literal};
 pub use install::{
     CheckReport, InstallReport, OUR_SCHEMA, QueueTickAge, SUPPORTED_PGQ, check,
@@ -122,8 +123,8 @@ pub use maint::{
 };
 pub use name::{ConsumerName, QueueName, is_invisible_format};
 pub use produce::{
-    MAX_FIELD_BYTES, RawEvent, check_text, copy_events, insert_event, insert_event_ext,
-    insert_event_raw, insert_events,
+    MAX_FIELD_BYTES, RawEvent, copy_events, insert_event, insert_event_ext, insert_event_raw,
+    insert_events, text_problem,
 };
 pub use queue::{
     create_queue, create_queue_with, current_event_table, drop_queue, get_queue_config,
@@ -159,6 +160,8 @@ pub use wakeup::{
     ListenVia, TICK_CHANNEL, TickWakeups, Wake, WakeupSettings, is_tick_of, notify_tick,
     tick_listener, tick_trigger_installed,
 };
+
+pub use watchdog::{Watchdog, WatchdogPause};
 
 /// Re-export of the `sqlx` this crate is built on, so callers use the same version.
 pub use sqlx;

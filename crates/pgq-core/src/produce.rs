@@ -24,8 +24,9 @@ const INSERT_MANY: Op = Op::writer("insert_events");
 const INSERT_RAW: Op = Op::admin("insert_event_raw");
 const COPY: Op = Op::admin("copy_events");
 
-/// What PostgreSQL cannot hold in a text value: a value over the field limit, a NUL byte.
-fn text_problem(value: &str) -> Option<FieldProblem> {
+/// What PostgreSQL cannot hold in a text value: a value over the field limit
+/// ([`MAX_FIELD_BYTES`]), a NUL byte. `None` when it can hold `value`.
+pub fn text_problem(value: &str) -> Option<FieldProblem> {
     if value.len() > MAX_FIELD_BYTES {
         Some(FieldProblem::TooLarge { len: value.len() })
     } else if value.as_bytes().contains(&0) {
@@ -36,7 +37,7 @@ fn text_problem(value: &str) -> Option<FieldProblem> {
 }
 
 /// Check a text value for what PostgreSQL cannot hold: NUL bytes and values over the field limit.
-pub fn check_text(op_name: &'static str, field: &str, value: &str) -> Result<()> {
+pub(crate) fn check_text(op_name: &'static str, field: &str, value: &str) -> Result<()> {
     match text_problem(value) {
         None => Ok(()),
         Some(problem) => Err(Error::invalid_input(

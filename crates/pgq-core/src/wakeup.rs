@@ -53,25 +53,19 @@ pub fn is_tick_of(notification: &PgNotification, queue: &QueueName) -> bool {
 /// Needs no pgq role.
 pub async fn notify_tick<'e>(ex: impl PgExecutor<'e>, queue: &QueueName) -> Result<()> {
     const OP: Op = Op::public("notify_tick");
-    sqlx::query!("select pg_notify('pgq_tick', $1)", queue.as_str())
+    sqlx::query!("select pg_notify($1, $2)", TICK_CHANNEL, queue.as_str())
         .execute(ex)
         .await
         .op(OP)?;
     Ok(())
 }
 
-/// Whether the `pgq.tick` wakeup trigger is installed in this database (by
-/// [`crate::install`]). Without it consumers only wake by polling. Needs no pgq role.
+/// Whether the `pgq.tick` wakeup trigger is installed (by [`crate::install`]) and enabled in this
+/// database: a disabled trigger wakes nobody, so it counts as missing, as it does for the ticker.
+/// Without it consumers only wake by polling. Needs no pgq role.
 pub async fn tick_trigger_installed<'e>(ex: impl PgExecutor<'e>) -> Result<bool> {
     const OP: Op = Op::public("tick_trigger_installed");
-    sqlx::query_scalar!(
-        r#"select exists (select 1 from pg_catalog.pg_trigger
-                           where tgrelid = to_regclass('pgq.tick')
-                             and tgname = 'pgq_rs_tick_notify') as "e!""#
-    )
-    .fetch_one(ex)
-    .await
-    .op(OP)
+    crate::tick::tick_trigger_enabled(ex, OP).await
 }
 
 /// Where a [`TickWakeups`] opens its listening connection.

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::{Error, sys};
+use crate::{Error, sys, tls};
 pub(crate) use external::ExternalUrl;
 use external::encode;
 pub(crate) use private::Private;
@@ -220,29 +220,11 @@ impl Cluster {
     pub fn enable_tls(&self) -> Result<PathBuf, Error> {
         let p = self.private("enable_tls")?;
         let dir = &p.dir;
-        let run = |args: &[&str]| -> Result<(), Error> {
-            let mut cmd = std::process::Command::new("openssl");
-            cmd.current_dir(dir).args(args);
-            sys::run(cmd).map(|_| ())
-        };
+        let run = |args: &[&str]| tls::openssl(dir, args);
         let ext = dir.join("server.ext");
         std::fs::write(&ext, "subjectAltName = DNS:localhost, IP:127.0.0.1\n")
             .map_err(|e| Error::io(format!("could not write {}", ext.display()), e))?;
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pgq-testkit CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ])?;
+        let ca = tls::make_ca(dir, "pgq-testkit CA")?;
         run(&[
             "req",
             "-newkey",
@@ -289,7 +271,7 @@ impl Cluster {
         ))?;
         p.stop("fast")?;
         p.start()?;
-        Ok(dir.join("ca.crt"))
+        Ok(ca)
     }
 
     /// The data directory (`PGDATA`) of a private cluster; `None` for an external server.

@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+mod arrivals;
 mod backend;
 mod cluster;
 mod db;
@@ -57,7 +58,9 @@ mod relay;
 mod standby;
 mod sys;
 mod ticker;
+mod tls;
 
+pub use arrivals::{Arrivals, numbered_events};
 pub use backend::{BACKEND_ENV, Backend, test_backend};
 pub use cluster::Cluster;
 pub use db::TestDb;
@@ -69,3 +72,4 @@ pub use ticker::{
     LogLine, MAX_KEPT_LINES, Pgqd, TickerOptions, TickerProc, http_get, peer_available,
     peers_required,
 };
+pub use tls::make_ca;

@@ -11,7 +11,7 @@ use crate::helpers::DEADLINE;
 
 /// Environment variables that would change where `pgq` and `pgq-ticker` connect; [`command`]
 /// removes them.
-pub const CONNECTION_VARS: [&str; 9] = [
+pub const CONNECTION_VARS: [&str; 14] = [
     "DATABASE_URL",
     "PGHOST",
     "PGHOSTADDR",
@@ -21,6 +21,11 @@ pub const CONNECTION_VARS: [&str; 9] = [
     "PGDATABASE",
     "PGSSLMODE",
     "PGCONNECT_TIMEOUT",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGTARGETSESSIONATTRS",
+    "PGAPPNAME",
+    "PGOPTIONS",
 ];
 
 /// The path of a workspace binary (`pgq`, `pgq-ticker`) built next to the running test binary

@@ -4,15 +4,13 @@
 //! ticker and a consumer run loop through the same failover: the ticker's test tree,
 //! `failover.rs`.)
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgq_core::NewEvent;
 use pgq_core::connect::ConnectTarget;
-use pgq_testkit::{Cluster, DEADLINE, TestDb, c, q};
+use pgq_testkit::{Arrivals, Cluster, DEADLINE, TestDb, c, numbered_events, q};
 use serde_json::Value;
 use sqlx::Connection as _;
 
@@ -79,18 +77,14 @@ async fn tail_follow_reconnects_to_the_new_primary() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Event data -> when tail printed it.
-    let seen: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    // When tail printed each event.
+    let seen = Arrivals::default();
     let stdout = child.stdout.take().unwrap();
     let sink = seen.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let v: Value = serde_json::from_str(&line).expect("a JSON line");
-            let data = v["data"].as_str().unwrap_or_default().to_owned();
-            sink.lock()
-                .unwrap()
-                .entry(data)
-                .or_insert_with(Instant::now);
+            sink.record(v["data"].as_str().unwrap_or_default());
         }
     });
     let stderr = child.stderr.take().unwrap();
@@ -103,19 +97,9 @@ async fn tail_follow_reconnects_to_the_new_primary() {
     });
     let printed = |prefix: &'static str, n: usize| {
         let seen = seen.clone();
-        move || {
-            let seen = seen.lock().unwrap();
-            let times: Vec<Instant> = (0..n)
-                .filter_map(|i| seen.get(&format!("{prefix}-{i}")).copied())
-                .collect();
-            (times.len() == n).then(|| times.into_iter().max().unwrap())
-        }
+        move || seen.all(prefix, n)
     };
-    let events = |prefix: &str| -> Vec<NewEvent> {
-        (0..20)
-            .map(|i| NewEvent::new("fo", format!("{prefix}-{i}")))
-            .collect()
-    };
+    let events = |prefix: &str| numbered_events("fo", prefix, 20);
 
     pgq_core::insert_events(db.pool(), &queue, &events("before"))
         .await
@@ -158,7 +142,7 @@ async fn tail_follow_reconnects_to_the_new_primary() {
             let _ = child.kill();
             panic!(
                 "tail did not print the events committed on the new primary ({} lines)\n{}",
-                seen.lock().unwrap().len(),
+                seen.len(),
                 log.lock().unwrap().join("\n")
             );
         }

@@ -3,26 +3,8 @@
 use std::process::Output;
 
 use assert_cmd::Command;
-use pgq_testkit::TestDb;
+use pgq_testkit::{CONNECTION_VARS, TestDb};
 use serde_json::Value;
-
-/// Environment variables that would change where `pgq` connects.
-const CONNECTION_VARS: [&str; 14] = [
-    "DATABASE_URL",
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGPORT",
-    "PGUSER",
-    "PGPASSWORD",
-    "PGDATABASE",
-    "PGSSLMODE",
-    "PGCONNECT_TIMEOUT",
-    "PGSERVICE",
-    "PGSERVICEFILE",
-    "PGTARGETSESSIONATTRS",
-    "PGAPPNAME",
-    "PGOPTIONS",
-];
 
 /// `pgq` with a clean environment and no database chosen.
 pub(crate) fn bare() -> Command {

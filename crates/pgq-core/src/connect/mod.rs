@@ -157,6 +157,10 @@ impl ConnectError {
     }
 }
 
+/// The per-host connect timeout of [`ConnectTarget::parse_for`] when `connect_timeout` /
+/// `PGCONNECT_TIMEOUT` set none: 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where to connect and how: one [`PgConnectOptions`] per host, and the settings sqlx has no
 /// place for (connect timeout, keepalives, `target_session_attrs`). See the
 /// [module](self) documentation.
@@ -181,6 +185,16 @@ impl ConnectTarget {
                 .map_err(|e| ConnectError::invalid(format!("invalid connection string: {e}")))?
         };
         build::build(p)
+    }
+
+    /// [`parse`](Self::parse) for the program `application_name`, as the `pgq` CLI and
+    /// `pgq-ticker` read their connection strings: `application_name` defaults to it
+    /// ([`with_default_application_name`](Self::with_default_application_name)), the connect
+    /// timeout to [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn parse_for(connstr: &str, application_name: &str) -> Result<ConnectTarget, ConnectError> {
+        Ok(Self::parse(connstr)?
+            .with_default_application_name(application_name)
+            .with_default_connect_timeout(DEFAULT_CONNECT_TIMEOUT))
     }
 
     /// The target of the `PG*` variables (and service file) alone: `parse("")`.

@@ -289,18 +289,11 @@ fn default_options() -> Result<ConnectTarget> {
 /// Read a connection string (a `postgres://` URL or a libpq `key=value` string, several hosts
 /// allowed; empty: the `PG*` variables alone) with [`ConnectTarget::parse`]: what it leaves
 /// open comes from the service file and the `PG*` variables, as in libpq. `application_name`
-/// defaults to [`APPLICATION_NAME`]; the connect timeout to 10 s.
+/// defaults to [`APPLICATION_NAME`]; the connect timeout to
+/// [`pgq_core::connect::DEFAULT_CONNECT_TIMEOUT`] ([`ConnectTarget::parse_for`]).
 pub fn parse_target(s: &str) -> std::result::Result<ConnectTarget, String> {
-    ConnectTarget::parse(s)
-        .map(|t| {
-            t.with_default_application_name(APPLICATION_NAME)
-                .with_default_connect_timeout(DEFAULT_CONNECT_TIMEOUT)
-        })
-        .map_err(|e| e.to_string())
+    ConnectTarget::parse_for(s, APPLICATION_NAME).map_err(|e| e.to_string())
 }
-
-/// The per-host connect timeout when `connect_timeout` / `PGCONNECT_TIMEOUT` give none.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn parse_addr(s: &str) -> std::result::Result<SocketAddr, String> {
     let s = s.trim();

@@ -1,5 +1,6 @@
-//! What the benchmark programs in `examples/` share: starting pgq-ticker and pgqd beside a private
-//! cluster (pgq-testkit's wrappers), the clock the events carry, percentiles and CPU from /proc.
+//! What the benchmark programs in `bench/programs/` share: starting pgq-ticker and pgqd beside a
+//! private cluster (pgq-testkit's wrappers), the clock the events carry, percentiles and CPU from
+//! /proc.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
