@@ -134,3 +134,26 @@ async fn a_pgq_schema_of_unknown_origin_is_refused() {
         assert!(e.to_string().contains("neither"), "{e}");
     }
 }
+
+/// What a ticker and `pgq status` read to tell whether a database has pgq, and which: the SQL
+/// backend's `pgq.version()` (it said "unknown" before), the extension's version, or nothing.
+#[tokio::test]
+async fn pgq_presence_names_the_version_on_either_backend() {
+    let none = TestDb::new_without_schema().await;
+    assert_eq!(pgq_core::pgq_presence(none.pool()).await.unwrap(), None);
+    pgq_core::install_with(none.pool(), &sql()).await.unwrap();
+    assert_eq!(
+        pgq_core::pgq_presence(none.pool())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(pgq_core::SQL_BACKEND_VERSION)
+    );
+    let ext_db = TestDb::new_without_schema().await;
+    pgq_core::install_with(ext_db.pool(), &ext()).await.unwrap();
+    let v = pgq_core::pgq_presence(ext_db.pool())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(v.starts_with("3."), "{v}");
+}

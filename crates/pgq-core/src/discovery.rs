@@ -30,6 +30,12 @@ pub async fn list_databases<'e>(ex: impl PgExecutor<'e>) -> Result<Vec<String>> 
 pub async fn pgq_presence<'e>(ex: impl PgExecutor<'e>) -> Result<Option<String>> {
     sqlx::query_scalar!(
         r#"select coalesce((select extversion::text from pg_extension where extname = 'pgq'),
+                           -- no extension: pgq.version() of a pgq schema (the SQL backend), run
+                           -- only when it exists
+                           case when to_regprocedure('pgq.version()') is not null
+                                then (xpath('/row/v/text()',
+                                            query_to_xml('select pgq.version() as v', false, true, '')))[1]::text
+                           end,
                            case when to_regnamespace('pgq') is not null then 'unknown' end)
               as version"#
     )

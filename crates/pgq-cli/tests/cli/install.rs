@@ -8,11 +8,11 @@ use crate::util::{fails, json, ok};
 async fn install_is_idempotent_and_check_reports() {
     let db = TestDb::new().await;
     let r = json(&db, &["install"]);
-    assert_eq!(r["pgq_version"], "3.5");
+    assert!(r["pgq_version"].as_str().unwrap().starts_with("3.5"), "{r}");
     assert_eq!(r["applied"], serde_json::json!([]));
     assert!(ok(&db, &["install"]).contains("already installed"));
     let c = json(&db, &["install", "--check"]);
-    assert_eq!(c["pgq_version"], "3.5");
+    assert!(c["pgq_version"].as_str().unwrap().starts_with("3.5"), "{c}");
     assert_eq!(c["schema_up_to_date"], true);
     assert_eq!(c["schema_version"], c["latest_schema_version"]);
     assert_eq!(c["ticker_alive"], serde_json::Value::Null);

@@ -28,7 +28,7 @@ fn warnings(s: &Value) -> Vec<(String, Option<String>, Option<String>)> {
 async fn healthy_database() {
     let db = TestDb::new().await;
     let s = json(&db, &["status"]);
-    assert_eq!(s["pgq_version"], "3.5");
+    assert!(s["pgq_version"].as_str().unwrap().starts_with("3.5"), "{s}");
     assert!(s["schema_version"].is_i64());
     assert_eq!(s["ticker_alive"], Value::Null);
     assert_eq!(s["queues"], serde_json::json!([]));
