@@ -239,3 +239,112 @@ async fn the_horizon_holder_is_named() {
     sqlx::query("commit").execute(&mut holder).await.unwrap();
     holder.close().await.unwrap();
 }
+
+/// The consumer's row, as pgq writes it: (last tick, next tick, batch open).
+async fn sub_row(pool: &sqlx::PgPool, consumer: &str) -> (i64, Option<i64>, bool) {
+    sqlx::query_as(
+        "select s.sub_last_tick, s.sub_next_tick, s.sub_batch is not null
+           from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
+          where c.co_name = $1",
+    )
+    .bind(consumer)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// `finish_next_batch_at` leaves the row as pgq's finish + next would, in one update (one new
+/// row version instead of two), hands out the next batch with its events, only finishes when no
+/// later tick exists, and changes nothing for a batch the consumer does not hold.
+#[tokio::test]
+async fn finish_next_batch_at_is_finish_then_next_in_one_update() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let (q, c) = setup(pool, "fnext", "ours").await;
+    let theirs = pgq_core::ConsumerName::new("theirs").unwrap();
+    pgq_core::register_consumer(pool, &q, &theirs)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        pgq_core::insert_event(pool, &q, "t", &format!("e{i}"))
+            .await
+            .unwrap();
+        seq_tick(pool, &q).await;
+    }
+    // Both take the first tick.
+    let (ours, hint) = pgq_core::next_batch_at(pool, &q, &c, None, 0)
+        .await
+        .unwrap();
+    let ours = ours.unwrap();
+    let theirs_batch = pgq_core::next_batch(pool, &q, &theirs)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hint.is_some(), true);
+
+    // Another consumer's batch: nothing finished, nothing changed.
+    let before = sub_row(pool, "ours").await;
+    let r = pgq_core::finish_next_batch_at(pool, theirs_batch, &q, &c, 1000)
+        .await
+        .unwrap();
+    assert!(!r.finished && r.next.is_none(), "{r:?}");
+    assert_eq!(sub_row(pool, "ours").await, before);
+
+    // Ours: finished and the rest (two ticks) opened, exactly as pgq's finish + next_batch_custom
+    // (spanning) leave "theirs".
+    let ctid_before = row_ctid_of(pool, "ours").await;
+    let r = pgq_core::finish_next_batch_at(pool, ours.batch_id, &q, &c, 1000)
+        .await
+        .unwrap();
+    assert!(r.finished, "{r:?}");
+    let next = r.next.expect("the next batch opened");
+    pgq_core::finish_batch(pool, theirs_batch).await.unwrap();
+    let theirs_next = pgq_core::next_batch_custom(
+        &mut *pool.acquire().await.unwrap(),
+        &q,
+        &theirs,
+        pgq_core::BatchTuning {
+            min_count: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(next.prev_tick_id, ours.cur_tick_id);
+    assert_eq!(next.cur_tick_id, theirs_next.cur_tick_id);
+    let (last, nxt, open) = sub_row(pool, "ours").await;
+    let (t_last, t_nxt, t_open) = sub_row(pool, "theirs").await;
+    assert_eq!((last, nxt, open), (t_last, t_nxt, t_open));
+    // One update: the row's new version is the hint, and the version before it was the one
+    // the batch was opened in (a ctid moves once per update on a page with room).
+    assert_eq!(
+        r.hint.as_ref().map(|h| format!("{h:?}")),
+        Some(format!("RowHint({:?})", row_ctid_of(pool, "ours").await))
+    );
+    assert_ne!(ctid_before, row_ctid_of(pool, "ours").await);
+    let events = pgq_core::get_batch_events(pool, next.batch_id)
+        .await
+        .unwrap();
+    let data: Vec<_> = events.iter().filter_map(|e| e.ev_data.clone()).collect();
+    assert_eq!(data, ["e1", "e2"]);
+
+    // No later tick: only finished.
+    let r = pgq_core::finish_next_batch_at(pool, next.batch_id, &q, &c, 1000)
+        .await
+        .unwrap();
+    assert!(r.finished && r.next.is_none(), "{r:?}");
+    let (last, nxt, open) = sub_row(pool, "ours").await;
+    assert_eq!((last, nxt, open), (next.cur_tick_id.0, None, false));
+}
+
+async fn row_ctid_of(pool: &sqlx::PgPool, consumer: &str) -> String {
+    sqlx::query_scalar(
+        "select s.ctid::text from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
+          where c.co_name = $1",
+    )
+    .bind(consumer)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

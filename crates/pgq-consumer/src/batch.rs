@@ -476,6 +476,7 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         inner.source.finish_owned(conn, batch).await?;
         let read_to_end = self.is_read_to_end();
         self.tx.commit().await?;
+        inner.source.batch_committed();
         let summary = BatchSummary {
             batch_id: batch,
             events: self.read,

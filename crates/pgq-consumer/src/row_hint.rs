@@ -90,6 +90,26 @@ pub(crate) struct RowSlot {
     /// inside a batch's transaction would abort it: never probe there).
     have_at: Arc<AtomicBool>,
     pace: Arc<Mutex<Pace>>,
+    /// Whether the database has `pgq_rs.finish_next_batch_at` (`None`: not asked yet).
+    have_next_at: Arc<Mutex<Option<bool>>>,
+    /// The last batch was asked for without conditions, so finishing may open the next one.
+    spanning: Arc<AtomicBool>,
+    /// A batch opened by the last finish, in a transaction not known to have committed.
+    pending: Arc<Mutex<Option<BatchInfo>>>,
+    /// A batch opened by a finish whose transaction committed: the next batch to hand out.
+    ready: Arc<Mutex<Option<BatchInfo>>>,
+}
+
+/// Take what a slot's mutex holds (a poisoned lock holds nothing usable).
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().ok().and_then(|mut v| v.take())
+}
+
+/// Put a value into a slot's mutex.
+fn put<T>(m: &Mutex<Option<T>>, v: Option<T>) {
+    if let Ok(mut slot) = m.lock() {
+        *slot = v;
+    }
 }
 
 /// Every slot is equal: it is a cache, not part of a subscription's identity.
@@ -121,7 +141,20 @@ impl RowSlot {
         consumer: &ConsumerName,
         tuning: BatchTuning,
     ) -> pgq_core::Result<Option<BatchInfo>> {
-        if tuning == BatchTuning::default() && !self.plain.load(Ordering::Relaxed) {
+        // A batch opened by a finish that did not commit does not exist.
+        take(&self.pending);
+        let spanning = tuning == BatchTuning::default() && !self.plain.load(Ordering::Relaxed);
+        self.spanning.store(spanning, Ordering::Relaxed);
+        if !spanning {
+            take(&self.ready);
+        }
+        if spanning {
+            let known = self.have_next_at.lock().ok().and_then(|v| *v);
+            if known.is_none() {
+                // Asked once, outside any batch transaction (an error there would abort it).
+                let has = pgq_core::has_finish_next(&mut *conn).await.unwrap_or(false);
+                put(&self.have_next_at, Some(has));
+            }
             let hint = self.take();
             let wait = self
                 .pace
@@ -129,6 +162,14 @@ impl RowSlot {
                 .map_or(Duration::ZERO, |mut p| p.wait(queue, consumer));
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
+            }
+            if let Some(info) = take(&self.ready) {
+                // Opened by the last finish, in its committed transaction.
+                if let Ok(mut p) = self.pace.lock() {
+                    p.started = Some(Instant::now());
+                    p.next = Duration::ZERO;
+                }
+                return Ok(Some(info));
             }
             let started = Instant::now();
             match pgq_core::next_batch_at(
@@ -176,6 +217,22 @@ impl RowSlot {
         queue: &QueueName,
         consumer: &ConsumerName,
     ) -> pgq_core::Result<bool> {
+        let next_at = self.spanning.load(Ordering::Relaxed)
+            && self.have_next_at.lock().ok().and_then(|v| *v) == Some(true);
+        if self.have_at.load(Ordering::Relaxed) && next_at {
+            // Finish and, when a later tick exists, open the next batch: one row update.
+            let started = Instant::now();
+            let r =
+                pgq_core::finish_next_batch_at(&mut *conn, batch, queue, consumer, CATCH_UP_EVENTS)
+                    .await?;
+            if let Ok(mut p) = self.pace.lock() {
+                let sample = p.next + started.elapsed();
+                p.cost = p.cost.mul_f64(0.75) + sample.mul_f64(0.25);
+            }
+            put(&self.pending, r.next);
+            self.set(r.hint);
+            return Ok(r.finished);
+        }
         if self.have_at.load(Ordering::Relaxed) {
             let started = Instant::now();
             let hint = pgq_core::finish_own_batch_at(&mut *conn, batch, queue, consumer).await?;
@@ -189,5 +246,12 @@ impl RowSlot {
             return Ok(finished);
         }
         pgq_core::finish_own_batch(conn, batch, queue, consumer).await
+    }
+
+    /// The transaction of the last finish committed: a batch it opened is the next one.
+    pub(crate) fn committed(&self) {
+        if let Some(info) = take(&self.pending) {
+            put(&self.ready, Some(info));
+        }
     }
 }

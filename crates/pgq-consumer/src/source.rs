@@ -64,6 +64,11 @@ pub trait BatchSource: Send + Sync + 'static {
         }
     }
 
+    /// The transaction that finished a batch (through [`BatchSource::finish_owned`]) committed.
+    /// A source that opens the next batch while finishing hands it out from now on; the default
+    /// does nothing.
+    fn batch_committed(&self) {}
+
     /// How often the run loop calls [`BatchSource::touch`] while it holds a batch; `None` (the
     /// default) for sources that need no heartbeat.
     fn heartbeat_interval(&self) -> Option<Duration> {
@@ -166,6 +171,10 @@ impl BatchSource for Subscription {
 
     async fn finish_batch(&self, conn: &mut PgConnection, batch: BatchId) -> pgq_core::Result<()> {
         pgq_core::finish_batch(conn, batch).await
+    }
+
+    fn batch_committed(&self) {
+        self.row.committed();
     }
 
     /// The ownership check and `pgq.finish_batch` in one statement; only when nothing was

@@ -576,6 +576,77 @@ pub async fn next_batch_at<'e>(
     Ok((info, r.hint.map(RowHint)))
 }
 
+/// What [`finish_next_batch_at`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FinishedNext {
+    /// Whether the batch was finished (`false`: the consumer does not hold it; nothing changed).
+    pub finished: bool,
+    /// The next batch, opened in the same update, when a later tick existed.
+    pub next: Option<BatchInfo>,
+    /// Where the consumer's row is now, for the next [`next_batch_at`].
+    pub hint: Option<RowHint>,
+}
+
+/// [`finish_own_batch_at`] and then [`next_batch_at`] (`max_events` as there) in **one** update
+/// of the consumer's `pgq.subscription` row (`pgq_rs.finish_next_batch_at`, migration
+/// `…11_finish_next`): when a later tick exists, the row goes straight from this batch to the
+/// next one, one row version per batch instead of two — half the versions a held xmin horizon
+/// keeps, each later update cheaper for it. The rows end as pgq's own `finish_batch` and
+/// `next_batch_custom` would leave them.
+///
+/// The next batch is opened in the caller's transaction: it exists once that commits. A schema
+/// without the migration is [`crate::ErrorKind::PgqNotInstalled`].
+///
+/// Needs `pgq_reader`.
+pub async fn finish_next_batch_at<'e>(
+    ex: impl PgExecutor<'e>,
+    batch: BatchId,
+    queue: &QueueName,
+    consumer: &ConsumerName,
+    max_events: i64,
+) -> Result<FinishedNext> {
+    let r = sqlx::query!(
+        r#"select finished as "finished!", batch_id, cur_tick_id, prev_tick_id, cur_tick_time,
+                  prev_tick_time, cur_tick_event_seq, prev_tick_event_seq, hint
+             from pgq_rs.finish_next_batch_at($1, $2, $3, $4)"#,
+        batch.0,
+        queue.as_str(),
+        consumer.as_str(),
+        max_events
+    )
+    .fetch_one(ex)
+    .await
+    .op(FINISH)
+    .map_err(|e| batch_ctx(e, batch))?;
+    let next = batch_info(
+        r.batch_id,
+        r.cur_tick_id,
+        r.prev_tick_id,
+        r.cur_tick_time,
+        r.prev_tick_time,
+        r.cur_tick_event_seq,
+        r.prev_tick_event_seq,
+    );
+    Ok(FinishedNext {
+        finished: r.finished,
+        next,
+        hint: r.hint.map(RowHint),
+    })
+}
+
+/// Whether this database has [`finish_next_batch_at`] (migration `…11_finish_next`). Needs no
+/// pgq role.
+pub async fn has_finish_next<'e>(ex: impl PgExecutor<'e>) -> Result<bool> {
+    sqlx::query_scalar!(
+        r#"select to_regprocedure('pgq_rs.finish_next_batch_at(int8, text, text, int8)') is not null
+              as "has!""#
+    )
+    .fetch_one(ex)
+    .await
+    .op(FINISH)
+}
+
 /// [`finish_own_batch`] that also returns the [`RowHint`] of the consumer's row after the
 /// finish (`pgq_rs.finish_batch_at`): `None` when nothing was finished (the batch is not open,
 /// or is held by another consumer or queue; [`batch_owner`] tells which). The row is changed

@@ -92,10 +92,11 @@ pub use backend::{
 pub use batch_cursor::{batch_cursor_name, declare_batch_cursor, fetch_batch_cursor};
 pub use chunked::{ChunkLimits, event_chunks, insert_events_chunked};
 pub use consume::{
-    BatchTuning, EventFilter, RowHint, batch_event_sql, batch_owner, batch_retry, event_retry,
-    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, finish_own_batch_at,
-    get_batch_cursor, get_batch_events, get_batch_info, next_batch, next_batch_at,
-    next_batch_custom, next_batch_info, require_batch_owner, stream_batch_events,
+    BatchTuning, EventFilter, FinishedNext, RowHint, batch_event_sql, batch_owner, batch_retry,
+    event_retry, event_retry_at, event_retry_raw, finish_batch, finish_next_batch_at,
+    finish_own_batch, finish_own_batch_at, get_batch_cursor, get_batch_events, get_batch_info,
+    has_finish_next, next_batch, next_batch_at, next_batch_custom, next_batch_info,
+    require_batch_owner, stream_batch_events,
 };
 pub use consumers::{
     get_consumer_info, get_consumer_info_all, get_consumer_info_queue, register_consumer,
