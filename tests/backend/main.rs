@@ -3,6 +3,7 @@
 //! extension's, call by call (`diff`), and it is installed and used by a database owner that is
 //! not a superuser (`owner`).
 
+mod cdc;
 mod cli;
 mod diff;
 mod harness;

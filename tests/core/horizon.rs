@@ -280,7 +280,7 @@ async fn finish_next_batch_at_is_finish_then_next_in_one_update() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(hint.is_some(), true);
+    assert!(hint.is_some());
 
     // Another consumer's batch: nothing finished, nothing changed.
     let before = sub_row(pool, "ours").await;

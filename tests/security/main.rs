@@ -61,10 +61,7 @@ async fn the_library_works_over_tls_and_verifies_the_server() {
     // verify-full refuses a certificate from another authority.
     let other = tempfile::tempdir().unwrap();
     let other_ca = pgq_testkit::make_ca(other.path(), "other").unwrap();
-    let wrong = format!(
-        "sslmode=verify-full&sslrootcert={}",
-        other_ca.display()
-    );
+    let wrong = format!("sslmode=verify-full&sslrootcert={}", other_ca.display());
     let err = PgPool::connect(&tls_url(&db, "localhost", &wrong))
         .await
         .unwrap_err();

@@ -38,15 +38,14 @@ impl Target {
         };
         // The connect timeout defaults to pgq_core's when neither `--connect-timeout`,
         // `connect_timeout=` nor `PGCONNECT_TIMEOUT` says otherwise.
-        let target = ConnectTarget::parse_for(connstr, APPLICATION_NAME).map_err(|e| {
-            CliError::Connect {
+        let target =
+            ConnectTarget::parse_for(connstr, APPLICATION_NAME).map_err(|e| CliError::Connect {
                 message: format!(
                     "the connection string from {from} is not valid: {e} (write a URL like \
                      postgres://user@host:5432/dbname or key=value pairs like \"host=db1 \
                      dbname=app user=pgq\")"
                 ),
-            }
-        })?;
+            })?;
         Ok(Target {
             target: match timeout {
                 Some(t) => target.with_connect_timeout(Some(t)),

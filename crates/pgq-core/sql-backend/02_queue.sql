@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION pgq.version()
 RETURNS text
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ select '3.5-pgq_rs.sql.1'::text $$;
+AS $$ select '3.5-pgq_rs.sql.2'::text $$;
 
 -- pgq's upgrade helper; nothing to upgrade in place here (pgq_core::install re-applies the
 -- backend when its revision changes).

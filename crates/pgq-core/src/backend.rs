@@ -90,10 +90,10 @@ impl InstallOptions {
 
 /// Revision of the SQL backend embedded in this build; `install()` re-applies the backend to a
 /// database with an older revision.
-pub const SQL_BACKEND_REVISION: i32 = 1;
+pub const SQL_BACKEND_REVISION: i32 = 2;
 
 /// What `pgq.version()` answers on the SQL backend of this revision.
-pub const SQL_BACKEND_VERSION: &str = "3.5-pgq_rs.sql.1";
+pub const SQL_BACKEND_VERSION: &str = "3.5-pgq_rs.sql.2";
 
 /// Start of the comment on schema `pgq` that marks the SQL backend (followed by the revision).
 const MARKER: &str = "pgq_rs SQL backend revision ";
@@ -125,6 +125,10 @@ const SQL_FILES: &[(&str, &str)] = &[
     (
         "08_grants.sql",
         include_str!("../sql-backend/08_grants.sql"),
+    ),
+    (
+        "09_triggers.sql",
+        include_str!("../sql-backend/09_triggers.sql"),
     ),
 ];
 

@@ -15,7 +15,9 @@ pub struct Arrivals(Arc<Mutex<BTreeMap<String, Instant>>>);
 impl Arrivals {
     /// Note that `payload` arrived now (a payload that arrived before keeps its first time).
     pub fn record(&self, payload: impl Into<String>) {
-        self.lock().entry(payload.into()).or_insert_with(Instant::now);
+        self.lock()
+            .entry(payload.into())
+            .or_insert_with(Instant::now);
     }
 
     /// How many different payloads arrived.

@@ -20,7 +20,9 @@
 //!   `PGQ_TEST_PG_BINDIR`) and removed when the test process exits, even if it is killed.
 //! - [`Cluster::start_private`] gives a fault test its own cluster to stop, kill and restart;
 //!   [`Cluster::start_standby`] clones it into a streaming standby that
-//!   [`Cluster::promote`] turns into the new primary (failover tests).
+//!   [`Cluster::promote`] turns into the new primary (failover tests; [`Failover`] sets up a
+//!   primary, a standby, a queue and the two-host connection string, and fails over;
+//!   [`Arrivals`] and [`numbered_events`] track which events arrived when).
 //! - [`TestDb`] is a fresh database per test, cloned from a template with the schema installed.
 //! - [`Relay`] is a TCP relay to a cluster that a network-fault test can freeze (a half-open
 //!   connection), thaw or cut.
@@ -28,7 +30,7 @@
 //!   (roles are cluster-wide and tests run in parallel), and a pool connected as it.
 //! - Helpers every suite needs, in one place: [`q`] / [`c`] (names), [`eventually`] /
 //!   [`wait_for`] (polling with a hang guard, [`DEADLINE`]), [`tick_count`], [`rss_kib`],
-//!   [`free_port`].
+//!   [`free_port`]; [`make_ca`] (a throw-away certificate authority for TLS tests).
 //! - [`Process`]: a workspace binary (`pgq`, `pgq-ticker`, found by [`workspace_bin`], started
 //!   by [`command`] without the caller's connection variables) running as a child process whose
 //!   standard error is collected; SIGKILLed when dropped.
@@ -52,6 +54,7 @@ mod backend;
 mod cluster;
 mod db;
 mod error;
+mod failover;
 mod helpers;
 mod process;
 mod relay;
@@ -65,6 +68,7 @@ pub use backend::{BACKEND_ENV, Backend, test_backend};
 pub use cluster::Cluster;
 pub use db::TestDb;
 pub use error::Error;
+pub use failover::Failover;
 pub use helpers::{DEADLINE, c, eventually, free_port, q, rss_kib, tick_count, wait_for};
 pub use process::{CONNECTION_VARS, Process, command, workspace_bin};
 pub use relay::Relay;

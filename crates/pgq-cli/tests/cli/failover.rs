@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgq_core::connect::ConnectTarget;
-use pgq_testkit::{Arrivals, Cluster, DEADLINE, TestDb, c, numbered_events, q};
+use pgq_testkit::{Arrivals, DEADLINE, Failover, c, numbered_events, q};
 use serde_json::Value;
 use sqlx::Connection as _;
 
@@ -19,33 +19,12 @@ const FAILOVER_BUDGET: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_follow_reconnects_to_the_new_primary() {
-    let primary = Cluster::start_private().expect("a private primary");
-    let db = TestDb::new_on(&primary).await;
-    let (queue, consumer) = (q("tail_fo"), c("tail_fo_c"));
-    pgq_core::create_queue(db.pool(), &queue).await.unwrap();
-    sqlx::query(
-        "select pgq.set_queue_config($1, 'ticker_idle_period', '0'), \
-                pgq.set_queue_config($1, 'ticker_max_lag', '1 millisecond')",
-    )
-    .bind(queue.as_str())
-    .execute(db.pool())
-    .await
-    .unwrap();
-    pgq_core::register_consumer(db.pool(), &queue, &consumer)
-        .await
-        .unwrap();
-    let standby = primary.start_standby().expect("a streaming standby");
-    let both = format!(
-        "host=127.0.0.1,127.0.0.1 port={},{} dbname={} user=postgres \
-         target_session_attrs=read-write connect_timeout=2",
-        primary.port(),
-        standby.port(),
-        db.name()
-    );
+    let fo = Failover::start(q("tail_fo"), c("tail_fo_c")).await;
+    let (db, queue, consumer, both) = (&fo.db, &fo.queue, &fo.consumer, &fo.both);
 
     // A ticker of our own (the binary is tested in its own tree): every 100 ms, on whichever
     // host accepts writes.
-    let target = ConnectTarget::parse(&both).unwrap();
+    let target = ConnectTarget::parse(both).unwrap();
     let ticking = tokio::spawn(async move {
         let mut conn = None;
         loop {
@@ -64,7 +43,7 @@ async fn tail_follow_reconnects_to_the_new_primary() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pgq"))
         .args([
             "--db",
-            &both,
+            both,
             "--json",
             "tail",
             queue.as_str(),
@@ -101,7 +80,7 @@ async fn tail_follow_reconnects_to_the_new_primary() {
     };
     let events = |prefix: &str| numbered_events("fo", prefix, 20);
 
-    pgq_core::insert_events(db.pool(), &queue, &events("before"))
+    pgq_core::insert_events(db.pool(), queue, &events("before"))
         .await
         .unwrap();
     let started = Instant::now();
@@ -114,16 +93,12 @@ async fn tail_follow_reconnects_to_the_new_primary() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    standby.wait_for_replay(&primary).await.unwrap();
 
-    db.pool().close().await;
-    primary.stop_immediate().unwrap();
-    standby.promote().unwrap();
-    let promoted = Instant::now();
-    let mut conn = sqlx::PgConnection::connect(&standby.url(db.name()))
+    let promoted = fo.fail_over().await;
+    let mut conn = sqlx::PgConnection::connect(&fo.standby_url())
         .await
         .unwrap();
-    pgq_core::insert_events(&mut conn, &queue, &events("after"))
+    pgq_core::insert_events(&mut conn, queue, &events("after"))
         .await
         .unwrap();
 
