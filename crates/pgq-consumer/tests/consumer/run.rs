@@ -536,6 +536,35 @@ async fn the_tick_trigger_notifies_whoever_ticks() {
     assert_eq!(payloads, ["notified", "other"]);
 }
 
+#[tokio::test]
+async fn a_disabled_tick_trigger_counts_as_missing_and_notify_tick_stands_in() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let q = queue(pool, "by_hand").await;
+    let toggle = |on: bool| {
+        let sql = if on {
+            "alter table pgq.tick enable trigger pgq_rs_tick_notify"
+        } else {
+            "alter table pgq.tick disable trigger pgq_rs_tick_notify"
+        };
+        pgq_core::sqlx::query(sql).execute(pool)
+    };
+    toggle(false).await.unwrap();
+    // Disabled, it wakes nobody: as the ticker sees it, so does the consumer.
+    assert!(!pgq_core::tick_trigger_installed(pool).await.unwrap());
+    let mut listener = pgq_core::tick_listener(pool).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    pgq_core::notify_tick(&mut *tx, &q).await.unwrap();
+    tx.commit().await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert!(pgq_core::is_tick_of(&n, &q), "{n:?}");
+    toggle(true).await.unwrap();
+    assert!(pgq_core::tick_trigger_installed(pool).await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_under_load_loses_and_repeats_nothing() {
     let db = TestDb::new().await;
