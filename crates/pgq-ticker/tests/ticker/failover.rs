@@ -4,15 +4,14 @@
 //! committed there is delivered. (`pgq tail --follow` through the same failover: the CLI's test
 //! tree, `failover.rs`.)
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgq_consumer::{CancellationToken, Consumer, handler_fn};
-use pgq_core::NewEvent;
 use pgq_core::connect::ConnectTarget;
 use pgq_core::sqlx::postgres::PgPoolOptions;
-use pgq_testkit::{Cluster, DEADLINE, TestDb, TickerProc, c, q};
+use pgq_testkit::{
+    Arrivals, Cluster, DEADLINE, Failover, TestDb, TickerProc, c, numbered_events, q,
+};
 use sqlx::Connection as _;
 
 /// What the issue promises: service on the new primary within this long after the promotion.
@@ -35,44 +34,22 @@ async fn last_tick(url: &str, queue: &str) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticker_and_consumer_follow_a_failover() {
-    let primary = Cluster::start_private().expect("a private primary");
-    let db = TestDb::new_on(&primary).await;
-    let (queue, consumer) = (q("fo_q"), c("fo_c"));
-    pgq_core::create_queue(db.pool(), &queue).await.unwrap();
-    // Tick on every ticker round while events come (no idle back-off, no lag allowance).
-    sqlx::query(
-        "select pgq.set_queue_config($1, 'ticker_idle_period', '0'), \
-                pgq.set_queue_config($1, 'ticker_max_lag', '1 millisecond')",
-    )
-    .bind(queue.as_str())
-    .execute(db.pool())
-    .await
-    .unwrap();
-    pgq_core::register_consumer(db.pool(), &queue, &consumer)
-        .await
-        .unwrap();
-    let standby = primary.start_standby().expect("a streaming standby");
-    let both = format!(
-        "host=127.0.0.1,127.0.0.1 port={},{} dbname={} user=postgres \
-         target_session_attrs=read-write connect_timeout=2",
-        primary.port(),
-        standby.port(),
-        db.name()
-    );
+    let fo = Failover::start(q("fo_q"), c("fo_c")).await;
+    let (db, queue, consumer, both) = (&fo.db, &fo.queue, &fo.consumer, &fo.both);
 
     let ticker = TickerProc::spawn(
         env!("CARGO_BIN_EXE_pgq-ticker"),
-        &["--db", &both, "--ticker-period", "100ms"],
+        &["--db", both, "--ticker-period", "100ms"],
     );
-    let target = ConnectTarget::parse(&both)
+    let target = ConnectTarget::parse(both)
         .unwrap()
         .with_default_application_name("failover-consumer");
     let pool = target
         .pool(PgPoolOptions::new().max_connections(4))
         .await
         .unwrap();
-    // Event data -> when the handler first saw it.
-    let seen: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::default();
+    // When the handler first saw each event.
+    let seen = Arrivals::default();
     let sink = seen.clone();
     let run_loop = Consumer::builder(pool.clone(), queue.clone(), consumer.clone())
         // Longer than the whole failover: the tick listener, not polling, must wake the loop.
@@ -90,7 +67,7 @@ async fn ticker_and_consumer_follow_a_failover() {
                         let sink = sink.clone();
                         async move {
                             if let Some(d) = ev.ev_data {
-                                sink.lock().unwrap().entry(d).or_insert_with(Instant::now);
+                                sink.record(d);
                             }
                             Ok(())
                         }
@@ -102,22 +79,12 @@ async fn ticker_and_consumer_follow_a_failover() {
     });
     let delivered = |prefix: &'static str, n: usize| {
         let seen = seen.clone();
-        move || {
-            let seen = seen.lock().unwrap();
-            let times: Vec<Instant> = (0..n)
-                .filter_map(|i| seen.get(&format!("{prefix}-{i}")).copied())
-                .collect();
-            (times.len() == n).then(|| times.into_iter().max().unwrap())
-        }
+        move || seen.all(prefix, n)
     };
 
     // Before: events on the primary reach the run loop.
-    let events = |prefix: &str| -> Vec<NewEvent> {
-        (0..20)
-            .map(|i| NewEvent::new("fo", format!("{prefix}-{i}")))
-            .collect()
-    };
-    pgq_core::insert_events(db.pool(), &queue, &events("before"))
+    let events = |prefix: &str| numbered_events("fo", prefix, 20);
+    pgq_core::insert_events(db.pool(), queue, &events("before"))
         .await
         .unwrap();
     let started = Instant::now();
@@ -130,17 +97,13 @@ async fn ticker_and_consumer_follow_a_failover() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    standby.wait_for_replay(&primary).await.unwrap();
 
     // Failover: the primary goes away (no shutdown checkpoint), the standby is promoted.
-    db.pool().close().await;
-    primary.stop_immediate().unwrap();
-    standby.promote().unwrap();
-    let promoted = Instant::now();
-    let new_primary = standby.url(db.name());
+    let promoted = fo.fail_over().await;
+    let new_primary = fo.standby_url();
     let tick_at_promotion = last_tick(&new_primary, queue.as_str()).await.unwrap_or(0);
     let mut conn = sqlx::PgConnection::connect(&new_primary).await.unwrap();
-    pgq_core::insert_events(&mut conn, &queue, &events("after"))
+    pgq_core::insert_events(&mut conn, queue, &events("after"))
         .await
         .unwrap();
     let committed = promoted.elapsed();
@@ -160,9 +123,9 @@ async fn ticker_and_consumer_follow_a_failover() {
             break at;
         }
         if promoted.elapsed() > DEADLINE {
-            let seen = seen.lock().unwrap().len();
             panic!(
-                "after the failover: ticked {ticked:?}, {seen} events seen (of 40)\n{}",
+                "after the failover: ticked {ticked:?}, {} events seen (of 40)\n{}",
+                seen.len(),
                 ticker.logs()
             );
         }
