@@ -40,6 +40,31 @@ impl Arrivals {
         (times.len() == n).then(|| times.into_iter().max().unwrap_or_else(Instant::now))
     }
 
+    /// Insert the `n` events of [`numbered_events`]`("fo", prefix, n)` into `queue` and wait
+    /// until all arrived; panics after [`crate::DEADLINE`] with `what` and `log()` (the tested
+    /// process's log). Returns when the last one arrived.
+    pub async fn send_and_wait(
+        &self,
+        pool: &sqlx::PgPool,
+        queue: &pgq_core::QueueName,
+        prefix: &str,
+        n: usize,
+        what: &str,
+        log: impl Fn() -> String,
+    ) -> Instant {
+        pgq_core::insert_events(pool, queue, &numbered_events("fo", prefix, n))
+            .await
+            .expect("insert the events");
+        let started = Instant::now();
+        loop {
+            if let Some(at) = self.all(prefix, n) {
+                return at;
+            }
+            assert!(started.elapsed() < crate::DEADLINE, "{what}\n{}", log());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Instant>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgq_core::connect::ConnectTarget;
 use pgq_testkit::{Arrivals, DEADLINE, Failover, c, numbered_events, q};
@@ -80,19 +80,15 @@ async fn tail_follow_reconnects_to_the_new_primary() {
     };
     let events = |prefix: &str| numbered_events("fo", prefix, 20);
 
-    pgq_core::insert_events(db.pool(), queue, &events("before"))
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let before = printed("before", 20);
-    while before().is_none() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "tail did not print the events on the primary\n{}",
-            log.lock().unwrap().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    seen.send_and_wait(
+        db.pool(),
+        queue,
+        "before",
+        20,
+        "tail did not print the events on the primary",
+        || log.lock().unwrap().join("\n"),
+    )
+    .await;
 
     let promoted = fo.fail_over().await;
     let mut conn = sqlx::PgConnection::connect(&fo.standby_url())

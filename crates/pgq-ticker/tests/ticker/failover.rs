@@ -4,7 +4,7 @@
 //! committed there is delivered. (`pgq tail --follow` through the same failover: the CLI's test
 //! tree, `failover.rs`.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgq_consumer::{CancellationToken, Consumer, handler_fn};
 use pgq_core::connect::ConnectTarget;
@@ -84,19 +84,15 @@ async fn ticker_and_consumer_follow_a_failover() {
 
     // Before: events on the primary reach the run loop.
     let events = |prefix: &str| numbered_events("fo", prefix, 20);
-    pgq_core::insert_events(db.pool(), queue, &events("before"))
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let before = delivered("before", 20);
-    while before().is_none() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "events on the primary were not consumed\n{}",
-            ticker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    seen.send_and_wait(
+        db.pool(),
+        queue,
+        "before",
+        20,
+        "events on the primary were not consumed",
+        || ticker.logs(),
+    )
+    .await;
 
     // Failover: the primary goes away (no shutdown checkpoint), the standby is promoted.
     let promoted = fo.fail_over().await;
