@@ -40,6 +40,12 @@ impl Arrivals {
         (times.len() == n).then(|| times.into_iter().max().unwrap_or_else(Instant::now))
     }
 
+    /// A check for [`Arrivals::all`]`(prefix, n)` to poll from a loop or another task.
+    pub fn watch(&self, prefix: &'static str, n: usize) -> impl Fn() -> Option<Instant> + use<> {
+        let seen = self.clone();
+        move || seen.all(prefix, n)
+    }
+
     /// Insert the `n` events of [`numbered_events`]`("fo", prefix, n)` into `queue` and wait
     /// until all arrived; panics after [`crate::DEADLINE`] with `what` and `log()` (the tested
     /// process's log). Returns when the last one arrived.

@@ -74,11 +74,6 @@ async fn tail_follow_reconnects_to_the_new_primary() {
             log_sink.lock().unwrap().push(line);
         }
     });
-    let printed = |prefix: &'static str, n: usize| {
-        let seen = seen.clone();
-        move || seen.all(prefix, n)
-    };
-    let events = |prefix: &str| numbered_events("fo", prefix, 20);
 
     seen.send_and_wait(
         db.pool(),
@@ -90,6 +85,7 @@ async fn tail_follow_reconnects_to_the_new_primary() {
     )
     .await;
 
+    let events = |prefix: &str| numbered_events("fo", prefix, 20);
     let promoted = fo.fail_over().await;
     let mut conn = sqlx::PgConnection::connect(&fo.standby_url())
         .await
@@ -98,7 +94,7 @@ async fn tail_follow_reconnects_to_the_new_primary() {
         .await
         .unwrap();
 
-    let after = printed("after", 20);
+    let after = seen.watch("after", 20);
     let printed_at = loop {
         if let Some(at) = after() {
             break at;

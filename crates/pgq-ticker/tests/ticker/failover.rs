@@ -77,10 +77,6 @@ async fn ticker_and_consumer_follow_a_failover() {
                 .await
         }
     });
-    let delivered = |prefix: &'static str, n: usize| {
-        let seen = seen.clone();
-        move || seen.all(prefix, n)
-    };
 
     // Before: events on the primary reach the run loop.
     let events = |prefix: &str| numbered_events("fo", prefix, 20);
@@ -106,7 +102,7 @@ async fn ticker_and_consumer_follow_a_failover() {
 
     // The ticker ticks on the new primary; the run loop gets every event committed there.
     let mut ticked = None;
-    let after = delivered("after", 20);
+    let after = seen.watch("after", 20);
     let delivered_at = loop {
         if ticked.is_none()
             && last_tick(&new_primary, queue.as_str())
