@@ -236,8 +236,12 @@ def main():
     out = []
     out.append("# Benchmarks side by side, %s (%s run)" % (info.get("date", "?"), mode))
     out.append("")
-    out.append("- Command: `scripts/bench-compare%s` (release builds; private PostgreSQL clusters "
-               "started by the bench programs; medians of runs)" % (" --quick" if mode == "quick" else ""))
+    backend = info.get("backend", "extension")
+    out.append("- Command: `scripts/bench-compare%s%s` (release builds; private PostgreSQL clusters "
+               "started by the bench programs; medians of runs)"
+               % (" --quick" if mode == "quick" else "", " --backend sql" if backend == "sql" else ""))
+    out.append("- pgq backend of the benchmark databases: %s"
+               % ("our SQL backend (no C extension)" if backend == "sql" else "the pgq C extension"))
     out.append("- Machine: %s" % machine())
     out.append("- PostgreSQL: %s, pgq %s; pgqd %s; pgqueue 0.6 (PyPI) and python3-pgq %s on Debian's python3 / psycopg2 %s"
                % (pg, info.get("pgq_version", "?"), info.get("pgqd_version", "?"),

@@ -92,7 +92,8 @@ pub(crate) fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// Create database `name` in `cluster` with pgq installed; its URL.
+/// Create database `name` in `cluster` with pgq installed (on the backend `PGQ_TEST_BACKEND`
+/// names, the extension by default); its URL.
 pub(crate) async fn private_db(cluster: &Cluster, name: &str) -> Res<String> {
     let mut admin = PgConnection::connect(&cluster.url("postgres")).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
@@ -101,7 +102,9 @@ pub(crate) async fn private_db(cluster: &Cluster, name: &str) -> Res<String> {
     admin.close().await?;
     let url = cluster.url(name);
     let mut c = PgConnection::connect(&url).await?;
-    pgq_core::install(&mut c).await?;
+    // PGQ_TEST_BACKEND=sql: our SQL backend instead of the extension (as the test kit does).
+    let backend = pgq_core::InstallOptions::new().backend(Some(pgq_testkit::test_backend()));
+    pgq_core::install_with(&mut c, &backend).await?;
     c.close().await?;
     Ok(url)
 }
