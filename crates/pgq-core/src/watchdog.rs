@@ -12,8 +12,14 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A deadline on waiting for the database, restarted whenever it answers. See the
-/// [module](self) documentation.
+/// A deadline on waiting for the database, restarted whenever it answers: how long a program may
+/// wait for the database's answers before it takes the connection for dead (on a half-open
+/// connection a statement would otherwise wait forever).
+///
+/// One watchdog watches a whole sequence of database work (a consumer's run loop, `pgq tail
+/// --follow`): [`Watchdog::restart`] counts afresh (the database answered), [`Watchdog::pause`] /
+/// [`Watchdog::idle`] stop the count while the program waits for something else (a handler, the
+/// next tick), [`Watchdog::guard`] runs work that fails once the count passes the limit.
 #[derive(Debug)]
 pub struct Watchdog {
     limit: Duration,
