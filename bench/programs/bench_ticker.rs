@@ -105,12 +105,17 @@ enum Reader {
 /// per-event times.
 type Collected = (Vec<(i64, f64)>, Vec<Recv>);
 
-/// P4: producer → pgq-ticker (or pgqd) → consumer latency.
-async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
-    let cluster = Cluster::start_private()?;
-    let url = private_db(&cluster, "lat").await?;
+/// Database `name` in `cluster` with a lag-0 queue `lat` and its consumer `bench`, a pool of
+/// `conns` connections, and who ticks it for `reader` (pgqd or pgq-ticker), running.
+async fn lag0_setup(
+    cluster: &Cluster,
+    name: &str,
+    conns: u32,
+    reader: Reader,
+) -> Res<(String, PgPool, QueueName, ConsumerName, support::Ticker)> {
+    let url = private_db(cluster, name).await?;
     let pool = PgPoolOptions::new()
-        .max_connections(4)
+        .max_connections(conns)
         .connect(&url)
         .await?;
     let queue = QueueName::new("lat")?;
@@ -120,10 +125,17 @@ async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
     sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
         .execute(&pool)
         .await?;
-    let _ticker = match reader {
+    let ticker = match reader {
         Reader::Poll(p) => spawn_pgqd(cluster.port(), &format!("{}", p.period_ms as f64 / 1000.0)),
         Reader::Consumer | Reader::Core => spawn_ticker(&["--db", &url]),
     };
+    Ok((url, pool, queue, consumer, ticker))
+}
+
+/// P4: producer → pgq-ticker (or pgqd) → consumer latency.
+async fn latency(rate: u64, secs: u64, reader: Reader) -> Res<()> {
+    let cluster = Cluster::start_private()?;
+    let (_url, pool, queue, consumer, _ticker) = lag0_setup(&cluster, "lat", 4, reader).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Drain what is there.
     while let Some(b) = pgq_core::next_batch(&pool, &queue, &consumer).await? {
@@ -475,22 +487,7 @@ async fn held(reader: Reader, rate: u64, pre: u64, hold: u64, post: u64) -> Res<
         }
         admin.close().await?;
     }
-    let url = private_db(&cluster, "held").await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(6)
-        .connect(&url)
-        .await?;
-    let queue = QueueName::new("lat")?;
-    let consumer = ConsumerName::new("bench")?;
-    pgq_core::create_queue(&pool, &queue).await?;
-    pgq_core::register_consumer(&pool, &queue, &consumer).await?;
-    sqlx::query("select pgq.set_queue_config('lat', 'ticker_max_lag', '0')")
-        .execute(&pool)
-        .await?;
-    let _ticker = match reader {
-        Reader::Poll(p) => spawn_pgqd(cluster.port(), &format!("{}", p.period_ms as f64 / 1000.0)),
-        _ => spawn_ticker(&["--db", &url]),
-    };
+    let (url, pool, queue, consumer, _ticker) = lag0_setup(&cluster, "held", 6, reader).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     while let Some(b) = pgq_core::next_batch(&pool, &queue, &consumer).await? {
         pgq_core::finish_batch(&pool, b).await?;

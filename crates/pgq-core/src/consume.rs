@@ -522,6 +522,22 @@ pub async fn finish_own_batch<'e>(
     Ok(r == Some(1))
 }
 
+/// [`batch_info`] of a row with pgq's batch columns (`batch_id`, `cur_tick_id`, ...), as
+/// `pgq_rs.next_batch_at` and `pgq_rs.finish_next_batch_at` return them.
+macro_rules! batch_info_of {
+    ($r:expr) => {
+        batch_info(
+            $r.batch_id,
+            $r.cur_tick_id,
+            $r.prev_tick_id,
+            $r.cur_tick_time,
+            $r.prev_tick_time,
+            $r.cur_tick_event_seq,
+            $r.prev_tick_event_seq,
+        )
+    };
+}
+
 /// Where a consumer's `pgq.subscription` row was last seen (its ctid), so that the next
 /// [`next_batch_at`] finds it with one lookup instead of walking every version of the row that a
 /// held xmin horizon keeps (see [`next_batch_at`]). Only a hint: a stale one is ignored.
@@ -564,16 +580,7 @@ pub async fn next_batch_at<'e>(
     .await
     .op(NEXT)
     .map_err(|e| with_queue(e, queue))?;
-    let info = batch_info(
-        r.batch_id,
-        r.cur_tick_id,
-        r.prev_tick_id,
-        r.cur_tick_time,
-        r.prev_tick_time,
-        r.cur_tick_event_seq,
-        r.prev_tick_event_seq,
-    );
-    Ok((info, r.hint.map(RowHint)))
+    Ok((batch_info_of!(r), r.hint.map(RowHint)))
 }
 
 /// What [`finish_next_batch_at`] did.
@@ -619,18 +626,9 @@ pub async fn finish_next_batch_at<'e>(
     .await
     .op(FINISH)
     .map_err(|e| batch_ctx(e, batch))?;
-    let next = batch_info(
-        r.batch_id,
-        r.cur_tick_id,
-        r.prev_tick_id,
-        r.cur_tick_time,
-        r.prev_tick_time,
-        r.cur_tick_event_seq,
-        r.prev_tick_event_seq,
-    );
     Ok(FinishedNext {
         finished: r.finished,
-        next,
+        next: batch_info_of!(r),
         hint: r.hint.map(RowHint),
     })
 }
