@@ -170,6 +170,38 @@ impl TickerProc {
         self.http
     }
 
+    /// The lowest file descriptor number the process has not open now (`/proc/PID/fd`): the one
+    /// its next `open` or `accept` gets.
+    ///
+    /// # Panics
+    ///
+    /// When the directory cannot be read (the process is gone).
+    pub fn lowest_free_descriptor(&self) -> usize {
+        let open: std::collections::BTreeSet<usize> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                .expect("read /proc/PID/fd")
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+        (0..).find(|n| !open.contains(n)).unwrap_or_default()
+    }
+
+    /// Set the running process's soft open-files limit (`prlimit`): descriptors it already has
+    /// stay open, a new one numbered `soft` or higher fails with `EMFILE`.
+    ///
+    /// # Panics
+    ///
+    /// When `prlimit` fails.
+    pub fn limit_open_files(&self, soft: usize) {
+        let ok = Command::new("prlimit")
+            .arg("--pid")
+            .arg(self.pid().to_string())
+            .arg(format!("--nofile={soft}:"))
+            .status()
+            .expect("run prlimit")
+            .success();
+        assert!(ok, "prlimit --nofile={soft}: for {} failed", self.pid());
+    }
+
     /// Send a signal by name (`TERM`, `HUP`, `KILL`).
     ///
     /// # Panics

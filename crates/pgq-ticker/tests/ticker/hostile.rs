@@ -178,7 +178,7 @@ async fn slow_http_clients_with_few_fds_neither_stop_ticking_nor_flood_the_log()
 async fn accept_failures_back_off_and_are_logged_rarely() {
     let db = TestDb::new().await;
     busy_queue(db.pool(), "few").await;
-    // So few file descriptors that even the capped server runs out of them: accept fails.
+    // Few file descriptors, and (below) no spare one once the ticker runs: accept fails.
     let t = TickerProc::start(
         TICKER,
         &["--db", &db.url(), "--ticker-period", "100ms"],
@@ -193,6 +193,9 @@ async fn accept_failures_back_off_and_are_logged_rarely() {
         (t.db_state(db.name()).as_deref() == Some("active")).then_some(())
     })
     .await;
+    // Whatever the process holds besides (sessions, runtime), one free descriptor number below
+    // the limit: the first slow client takes it, and accept fails for the others.
+    t.limit_open_files(t.lowest_free_descriptor() + 1);
     let mut flood = Flood::start(SocketAddr::from(([127, 0, 0, 1], port)), 50);
     eventually("accept to fail", || async {
         t.logs().contains("http accept failed").then_some(())
