@@ -2,7 +2,10 @@
 """Renders the table of `scripts/bench-compare` from the `RESULT <key> <value> <unit>` and
 `INFO <key> <text>` lines its bench programs printed (standard library only).
 
-    report.py RESULTS_FILE MODE    (MODE: full or quick) -> the Markdown report on stdout
+    report.py RESULTS_FILE MODE [backends]    (MODE: full or quick) -> the Markdown report on stdout
+
+With `backends`, the results are those of `scripts/bench-compare --backend both` (keys prefixed
+`extension.` and `sql.`), and the table sets our SQL backend beside the C extension.
 
 Ratio = reference / ours for every row: all figures are costs (time, latency, CPU, tick age,
 memory), so a ratio above 1 means ours is faster or cheaper than the reference.
@@ -204,6 +207,36 @@ def build(results, mode):
     return t
 
 
+# (key, unit, what) of the figures compared between the backends (P1-P4 and single sends).
+BACKEND_ROWS = (
+    ("p1.ours_copy", "ms", "**P1** `Producer::copy` of %(p1.rows)s events"),
+    ("p2.send_batch", "ms", "**P2** `send_batch`, %(p2.rows)s events in one statement"),
+    ("p2.send_loop", "ms", "a loop of %(p2.rows)s single `send`s in one transaction"),
+    ("p2.send_per_tx", "ms", "%(p2.tx_rows)s single `send`s, a transaction each"),
+    ("p3.ours", "ms", "**P3** run loop over one %(p3.events)s-event batch"),
+    ("p3.ours_batch_api", "ms", "**P3** `Batch` API, same batch"),
+    ("p4.ours.r100.p50", "ms", "**P4** latency p50 at 100 ev/s"),
+    ("p4.ours.r100.p99", "ms", "**P4** latency p99 at 100 ev/s"),
+    ("p4.ours.r1000.p50", "ms", "**P4** latency p50 at 1000 ev/s"),
+    ("p4.ours.r1000.p99", "ms", "**P4** latency p99 at 1000 ev/s"),
+)
+
+
+def build_backends(results):
+    """Our SQL backend (ours) beside the C extension (reference): goal ≥ 0.8× on each."""
+    t = Table(results)
+
+    def count(key):
+        v = t.get("sql." + key) or t.get("extension." + key)
+        return "%d" % v if v is not None else "?"
+
+    names = {k: count(k) for k in ("p1.rows", "p2.rows", "p2.tx_rows", "p3.events")}
+    for key, unit, what in BACKEND_ROWS:
+        t.row(what % names, t.get("sql." + key), unit, t.get("extension." + key), unit,
+              "extension", "≥ 0.8×", lambda o, r, x: x is not None and x >= 0.8)
+    return t
+
+
 def machine():
     cpu = "?"
     try:
@@ -226,8 +259,9 @@ def machine():
 
 def main():
     path, mode = sys.argv[1], sys.argv[2]
+    backends = sys.argv[3:] == ["backends"]
     results, info = load(path)
-    t = build(results, mode)
+    t = build_backends(results) if backends else build(results, mode)
     loads = [(k[len("load_"):], v) for k, v in info.items() if k.startswith("load_")]
     failed = [k[len("failed_"):] for k in info if k.startswith("failed_")]
     pg = info.get("pg_version", "?").split(" on ")[0]
@@ -239,9 +273,12 @@ def main():
     backend = info.get("backend", "extension")
     out.append("- Command: `scripts/bench-compare%s%s` (release builds; private PostgreSQL clusters "
                "started by the bench programs; medians of runs)"
-               % (" --quick" if mode == "quick" else "", " --backend sql" if backend == "sql" else ""))
+               % (" --quick" if mode == "quick" else "",
+                  " --backend %s" % backend if backend != "extension" else ""))
     out.append("- pgq backend of the benchmark databases: %s"
-               % ("our SQL backend (no C extension)" if backend == "sql" else "the pgq C extension"))
+               % {"sql": "our SQL backend (no C extension)",
+                  "both": "each part on the pgq C extension, then on our SQL backend (ours); "
+                          "ratio = extension ÷ SQL backend"}.get(backend, "the pgq C extension"))
     out.append("- Machine: %s" % machine())
     out.append("- PostgreSQL: %s, pgq %s; pgqd %s; pgqueue 0.6 (PyPI) and python3-pgq %s on Debian's python3 / psycopg2 %s"
                % (pg, info.get("pgq_version", "?"), info.get("pgqd_version", "?"),

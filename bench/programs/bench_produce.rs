@@ -4,7 +4,7 @@
 //!   rows into an equivalent plain table (the event table's columns and defaults, a sequence for
 //!   `ev_id`, an index on `ev_txid`). Goal: ≥ 0.85×.
 //! - **P2**: `Producer::send_batch` vs a loop of single `Producer::send`s, both in one
-//!   transaction. Goal: ≥ 10×.
+//!   transaction. Goal: ≥ 10×. Also measured: single sends, a transaction each.
 //!
 //! Both run on one private PostgreSQL cluster (pgq-testkit), alternating, several runs each;
 //! medians are printed. Arguments: `[copy_rows] [send_rows] [runs]` (default 200000 5000 5).
@@ -210,13 +210,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // P2: send_batch vs a loop of single sends, each in one transaction (and COPY, for scale).
     let events: Vec<NewEvent> = (0..send_rows).map(event).collect();
-    let (mut single, mut batch, mut copied) = (Vec::new(), Vec::new(), Vec::new());
+    // And single sends each in a transaction of its own (a fifth as many: commits dominate).
+    let tx_rows = (send_rows / 5).max(1);
+    let (mut single, mut batch, mut copied, mut per_tx) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
-        for step in 0..3 {
+        for step in 0..4 {
             empty_event_table(&pool, &queue).await?;
             let started = Instant::now();
+            if (step + run) % 4 == 3 {
+                for ev in &events[..tx_rows as usize] {
+                    let mut tx = pool.begin().await?;
+                    producer.send(&mut *tx, ev).await?;
+                    tx.commit().await?;
+                }
+                per_tx.push(started.elapsed());
+                continue;
+            }
             let mut tx = pool.begin().await?;
-            match (step + run) % 3 {
+            match (step + run) % 4 {
                 0 => {
                     producer.send_batch(&mut *tx, &events).await?;
                     tx.commit().await?;
@@ -237,12 +249,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let (single, batch, copied) = (median(single), median(batch), median(copied));
+    let (single, batch, copied, per_tx) = (
+        median(single),
+        median(batch),
+        median(copied),
+        median(per_tx),
+    );
     let p2 = single.as_secs_f64() / batch.as_secs_f64();
     println!("RESULT p2.rows {send_rows} rows");
+    println!("RESULT p2.tx_rows {tx_rows} rows");
     result("p2.send_loop", single);
     result("p2.send_batch", batch);
     result("p2.copy", copied);
+    result("p2.send_per_tx", per_tx);
     println!("P2: {send_rows} events in one transaction");
     println!(
         "    loop of send                        {single:>10.1?}  {}",
@@ -256,6 +275,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "    copy (pgq_admin), for scale         {copied:>10.1?}  {}  ({:.1}x the send loop)",
         rate(send_rows, copied),
         single.as_secs_f64() / copied.as_secs_f64()
+    );
+    println!(
+        "    {tx_rows} sends, a transaction each    {per_tx:>10.1?}  {}",
+        rate(tx_rows, per_tx)
     );
     println!(
         "    ratio send_batch / send loop = {p2:.1}x (goal >= 10x) {}",

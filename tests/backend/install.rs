@@ -97,7 +97,9 @@ async fn an_older_sql_backend_is_upgraded_in_place() {
     sqlx::raw_sql(
         "comment on schema pgq is 'pgq_rs SQL backend revision 0: older';
          create or replace function pgq.version() returns text language sql
-             as $$ select '3.5-pgq_rs.sql.0'::text $$",
+             as $$ select '3.5-pgq_rs.sql.0'::text $$;
+         drop function pgq_rs.sql_backend_insert(int4, int4, bigint, timestamptz, int4, int4,
+                                                 text, text, text, text, text, text)",
     )
     .execute(pool)
     .await
@@ -111,6 +113,15 @@ async fn an_older_sql_backend_is_upgraded_in_place() {
             .await
             .unwrap(),
         "data is kept"
+    );
+    let inserter: String =
+        sqlx::query_scalar("select prosrc from pg_proc where proname = 'sql_backend_insert'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        inserter.contains("pgq.event_1_0"),
+        "the upgrade generates the inserter for the queue there is: {inserter}"
     );
     let again = pgq_core::install(pool).await.unwrap();
     assert!(

@@ -7,5 +7,6 @@ mod cdc;
 mod cli;
 mod diff;
 mod harness;
+mod inserter;
 mod install;
 mod owner;

@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION pgq.version()
 RETURNS text
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$ select '3.5-pgq_rs.sql.2'::text $$;
+AS $$ select '3.5-pgq_rs.sql.3'::text $$;
 
 -- pgq's upgrade helper; nothing to upgrade in place here (pgq_core::install re-applies the
 -- backend when its revision changes).
@@ -196,6 +196,7 @@ begin
     perform pgq.grant_perms(i_queue_name);
     perform pgq.ticker(i_queue_name);
     perform pgq.tune_storage(i_queue_name);
+    perform pgq_rs.sql_backend_build_inserter();
     return 1;
 end;
 $$;
@@ -247,6 +248,7 @@ begin
     execute 'drop table ' || pgq.quote_fqname(q.queue_data_pfx);
     execute 'drop sequence ' || pgq.quote_fqname(q.queue_event_seq);
     execute 'drop sequence ' || pgq.quote_fqname(q.queue_tick_seq);
+    perform pgq_rs.sql_backend_build_inserter();
     return 1;
 end;
 $$;

@@ -68,3 +68,16 @@ GRANT EXECUTE ON FUNCTION
 GRANT USAGE ON SCHEMA pgq_rs TO pgq_reader, pgq_writer, pgq_admin;
 REVOKE ALL ON FUNCTION pgq_rs.sql_backend_batch_sql(bigint, text) FROM public;
 GRANT EXECUTE ON FUNCTION pgq_rs.sql_backend_batch_sql(bigint, text) TO pgq_reader;
+
+-- The generated inserter (03_produce.sql) runs with its caller's rights: whoever may call
+-- insert_event_raw may call it. Generating it is for create_queue and drop_queue only.
+REVOKE ALL ON FUNCTION
+    pgq_rs.sql_backend_insert(int4, int4, bigint, timestamptz, int4, int4, text, text, text,
+                              text, text, text),
+    pgq_rs.sql_backend_build_inserter(),
+    pgq_rs.sql_backend_inserter_tree(int4[], text[], int4, int4)
+  FROM public;
+GRANT EXECUTE ON FUNCTION
+    pgq_rs.sql_backend_insert(int4, int4, bigint, timestamptz, int4, int4, text, text, text,
+                              text, text, text)
+  TO pgq_admin;

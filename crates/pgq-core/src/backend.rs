@@ -90,10 +90,10 @@ impl InstallOptions {
 
 /// Revision of the SQL backend embedded in this build; `install()` re-applies the backend to a
 /// database with an older revision.
-pub const SQL_BACKEND_REVISION: i32 = 2;
+pub const SQL_BACKEND_REVISION: i32 = 3;
 
 /// What `pgq.version()` answers on the SQL backend of this revision.
-pub const SQL_BACKEND_VERSION: &str = "3.5-pgq_rs.sql.2";
+pub const SQL_BACKEND_VERSION: &str = "3.5-pgq_rs.sql.3";
 
 /// Start of the comment on schema `pgq` that marks the SQL backend (followed by the revision).
 const MARKER: &str = "pgq_rs SQL backend revision ";
