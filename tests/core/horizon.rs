@@ -287,7 +287,7 @@ async fn finish_next_batch_at_is_finish_then_next_in_one_update() {
 
     // Another consumer's batch: nothing finished, nothing changed.
     let before = sub_row(pool, "ours").await;
-    let r = pgq_core::finish_next_batch_at(pool, theirs_batch, &q, &c, 1000)
+    let r = pgq_core::finish_next_batch_at(pool, theirs_batch, &q, &c, 1000, None)
         .await
         .unwrap();
     assert!(!r.finished && r.next.is_none(), "{r:?}");
@@ -296,7 +296,7 @@ async fn finish_next_batch_at_is_finish_then_next_in_one_update() {
     // Ours: finished and the rest (two ticks) opened, exactly as pgq's finish + next_batch_custom
     // (spanning) leave "theirs".
     let ctid_before = row_ctid_of(pool, "ours").await;
-    let r = pgq_core::finish_next_batch_at(pool, ours.batch_id, &q, &c, 1000)
+    let r = pgq_core::finish_next_batch_at(pool, ours.batch_id, &q, &c, 1000, None)
         .await
         .unwrap();
     assert!(r.finished, "{r:?}");
@@ -333,7 +333,7 @@ async fn finish_next_batch_at_is_finish_then_next_in_one_update() {
     assert_eq!(data, ["e1", "e2"]);
 
     // No later tick: only finished.
-    let r = pgq_core::finish_next_batch_at(pool, next.batch_id, &q, &c, 1000)
+    let r = pgq_core::finish_next_batch_at(pool, next.batch_id, &q, &c, 1000, None)
         .await
         .unwrap();
     assert!(r.finished && r.next.is_none(), "{r:?}");

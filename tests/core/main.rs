@@ -10,5 +10,6 @@ mod horizon;
 mod install;
 mod maint;
 mod promises;
+mod reach;
 mod roles;
 mod stream;

@@ -547,6 +547,43 @@ async fn settled_tally(pool: &PgPool) -> Tally {
     }
 }
 
+/// Print where the events nobody received are (a failed run's evidence): in which event table,
+/// their transaction, the queue's rotation state, the subscriptions and the newest ticks.
+async fn explain_missing(pool: &PgPool) {
+    let queries = [
+        "select p.id, p.kind, e.tableoid::regclass::text as tbl, e.ev_id, e.ev_txid::text as txid,
+                txid_status(e.ev_txid) as status, e.ev_owner, e.ev_retry
+           from produced p
+           left join pgq.event_template e on e.ev_data = p.id::text and e.ev_owner is null
+          where not exists (select from seen_alo s where s.id = p.id)
+          order by p.id limit 30",
+        "select queue_cur_table, queue_switch_step1::text, queue_switch_step2::text,
+                queue_switch_time, queue_rotation_period::text from pgq.queue",
+        "select s.*, c.co_name from pgq.subscription s
+           join pgq.consumer c on c.co_id = s.sub_consumer order by s.sub_id",
+        "select tick_id, tick_time, tick_snapshot::text, tick_event_seq from pgq.tick
+          order by tick_id desc limit 8",
+        "select min(tick_id), count(*) from pgq.tick",
+        "select tableoid::regclass::text, count(*), min(ev_txid)::text, max(ev_txid)::text
+           from pgq.event_template group by 1 order by 1",
+    ];
+    for sql in queries {
+        let rows: Result<Vec<serde_json::Value>, _> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+            format!("select to_jsonb(x) from ({sql}) x"),
+        ))
+        .fetch_all(pool)
+        .await;
+        eprintln!(
+            "chaos: evidence: {}",
+            sql.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        match rows {
+            Ok(rows) => rows.iter().for_each(|r| eprintln!("  {r}")),
+            Err(e) => eprintln!("  (failed: {e})"),
+        }
+    }
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
         .fetch_one(pool)
@@ -658,6 +695,9 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         t = settled_tally(&pool).await;
     }
     fleet.tend(false);
+    if !t.settled() {
+        explain_missing(&pool).await;
+    }
     eprintln!(
         "chaos: faults {faults:?}; drained in {:.1}s; {:?}",
         drain_start.elapsed().as_secs_f64(),

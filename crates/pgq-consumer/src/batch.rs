@@ -468,6 +468,11 @@ impl<'c, S: BatchSource> Batch<'c, S> {
         }
         let inner = self.inner.clone();
         let conn = &mut *self.tx;
+        let failed = !self.retries.is_empty() || self.dead_lettered > 0;
+        inner
+            .source
+            .before_finish(&mut *conn, &self.info, failed)
+            .await?;
         if !self.retries.is_empty() {
             // Refuses a batch nobody holds; a batch of another consumer is refused below, and
             // the retries go with the rollback.

@@ -57,6 +57,26 @@ pub enum Shutdown {
     Abandon,
 }
 
+/// When the run loop of an at-least-once consumer (without event filters) may *read ahead* of
+/// its open batch: hand out the events of the ticks after it without writing the consumer's
+/// `pgq.subscription` row, writing it (the batch finished up to where it read, the next one
+/// opened) about once a second, when an event fails, and on shutdown. Fewer writes; a consumer
+/// that stops without that write gets the events since the open batch's start again (at least
+/// once, as for any unfinished batch). Exactly-once delivery, event filters, per-batch handlers
+/// and batches taken by hand never read ahead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadAhead {
+    /// While writing the row is dear (taking and finishing a batch costs more than 2 ms: a
+    /// session holds the xmin horizon and every write leaves a version the next one checks).
+    #[default]
+    Auto,
+    /// Always (a high-rate consumer that prefers one write a second to one per batch).
+    Always,
+    /// Never: every batch is finished when handled.
+    Off,
+}
+
 /// Exponential backoff: `initial`, then multiplied by `factor` per step, capped at `max`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
@@ -187,6 +207,7 @@ pub(crate) struct Config {
     pub(crate) reconnect: Backoff,
     pub(crate) shutdown: Shutdown,
     pub(crate) database_timeout: Duration,
+    pub(crate) read_ahead: ReadAhead,
 }
 
 /// Builds a [`Consumer`]; start with [`Consumer::builder`] (a plain consumer) or
@@ -207,6 +228,7 @@ pub struct ConsumerBuilder<S: BatchSource = Subscription> {
     reconnect: Backoff,
     shutdown: Shutdown,
     database_timeout: Duration,
+    read_ahead: ReadAhead,
 }
 
 impl ConsumerBuilder {
@@ -237,6 +259,7 @@ impl<S: BatchSource> ConsumerBuilder<S> {
             reconnect: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
             shutdown: Shutdown::default(),
             database_timeout: Duration::from_secs(30),
+            read_ahead: ReadAhead::default(),
         }
     }
 
@@ -364,6 +387,14 @@ impl<S: BatchSource> ConsumerBuilder<S> {
         self
     }
 
+    /// When the run loop may read ahead of its open batch instead of finishing each batch (see
+    /// [`ReadAhead`]; default [`ReadAhead::Auto`]: while a held xmin horizon makes writing the
+    /// consumer's row dear).
+    pub fn read_ahead(mut self, read_ahead: ReadAhead) -> Self {
+        self.read_ahead = read_ahead;
+        self
+    }
+
     /// How long the run loop waits for the database (default 30 s): for a connection, for a
     /// statement's answer, for the next row of a batch, for opening and finishing a batch;
     /// everything between two handler calls, never the handler's own time. On expiry the
@@ -418,6 +449,7 @@ impl<S: BatchSource> ConsumerBuilder<S> {
             reconnect: self.reconnect,
             shutdown: self.shutdown,
             database_timeout: self.database_timeout,
+            read_ahead: self.read_ahead,
         })
     }
 

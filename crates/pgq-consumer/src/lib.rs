@@ -90,8 +90,8 @@ use pgq_core::{BatchId, ConsumerName, QueueName};
 
 pub use batch::{Batch, BatchSummary};
 pub use config::{
-    Backoff, ConsumerBuilder, DeadLetter, DeadLetterFn, Delivery, Registration, RetryPolicy,
-    Shutdown,
+    Backoff, ConsumerBuilder, DeadLetter, DeadLetterFn, Delivery, ReadAhead, Registration,
+    RetryPolicy, Shutdown,
 };
 use config::{Config, DeadLetterTarget};
 pub use coop::{CoopConsumer, CoopMember};

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::Consumer;
 use crate::batch::{Batch, Failures, batch_metrics, batch_span};
-use crate::config::{Delivery, Shutdown};
+use crate::config::{Delivery, ReadAhead, Shutdown};
 use crate::deadline::{Deadline, Timed, TimedBatch};
 use crate::error::{Error, Result};
 use crate::handler::{
@@ -67,6 +67,16 @@ impl<S: BatchSource, H: Handler> Driver<S> for EventDriver<H> {
         }
         match stream_events(&self.0, consumer, &mut *conn, &info, shutdown).await? {
             Some(processed) => Ok(processed),
+            // A part read ahead of the open batch: stop reading ahead; the open batch comes
+            // again, whole (events handled since its start come again).
+            None if consumer.inner.source.ahead_range(&info).is_some() => {
+                consumer.inner.source.read_ahead(ReadAhead::Off);
+                consumer
+                    .inner
+                    .source
+                    .read_ahead(consumer.inner.config.read_ahead);
+                Ok(Processed::Finished)
+            }
             // Too many dead letters to hold until the batch's end, or statement_timeout: read
             // it in chunks instead, from the start (events handled so far come again).
             None => self.process_chunks(consumer, conn, info, shutdown).await,
@@ -138,9 +148,15 @@ async fn stream_events<S: BatchSource, H: Handler>(
         let mut failures = Failures::default();
         let mut read = 0u64;
         {
-            let mut events =
-                pgq_core::stream_batch_events(&mut *conn, info.batch_id, &inner.config.filter)
-                    .await?;
+            let mut events = match inner.source.ahead_range(info) {
+                Some((from, to)) => {
+                    pgq_core::stream_events_beyond(&mut *conn, info.batch_id, from, to).await?
+                }
+                None => {
+                    pgq_core::stream_batch_events(&mut *conn, info.batch_id, &inner.config.filter)
+                        .await?
+                }
+            };
             loop {
                 let event = match events.try_next().await {
                     Ok(Some(event)) => event,
@@ -346,6 +362,17 @@ impl<S: BatchSource> Consumer<S> {
             handler,
             deadline: deadline.clone(),
         };
+        // At least once, every event of a batch: the source may read ahead of an open batch
+        // while writing its row is dear (a held xmin horizon), for as long as this loop runs.
+        let cfg = &self.inner.config;
+        let _ahead = AheadGuard::allow(
+            &self.inner.source,
+            if cfg.delivery == Delivery::AtLeastOnce && cfg.filter.is_empty() {
+                cfg.read_ahead
+            } else {
+                ReadAhead::Off
+            },
+        );
         self.run_loop(&EventDriver(handler), &deadline, &shutdown)
             .await
     }
@@ -535,6 +562,22 @@ impl<S: BatchSource> Consumer<S> {
             Ok(_) => slot.keep(conn),
         }
         result
+    }
+}
+
+/// Reading ahead allowed on a source while the run loop runs (off again when it ends, however).
+struct AheadGuard<'a, S: BatchSource>(&'a S);
+
+impl<'a, S: BatchSource> AheadGuard<'a, S> {
+    fn allow(source: &'a S, mode: ReadAhead) -> AheadGuard<'a, S> {
+        source.read_ahead(mode);
+        AheadGuard(source)
+    }
+}
+
+impl<S: BatchSource> Drop for AheadGuard<'_, S> {
+    fn drop(&mut self) {
+        self.0.read_ahead(ReadAhead::Off);
     }
 }
 

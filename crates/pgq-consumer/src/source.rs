@@ -8,9 +8,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use pgq_core::sqlx::{PgConnection, PgPool};
-use pgq_core::{BatchId, BatchInfo, BatchTuning, ConsumerName, QueueName};
+use pgq_core::{BatchId, BatchInfo, BatchTuning, ConsumerName, QueueName, TickId};
 
-use crate::config::Registration;
+use crate::config::{ReadAhead, Registration};
 use crate::error::{Error, Result};
 use crate::row_hint::RowSlot;
 
@@ -62,6 +62,34 @@ pub trait BatchSource: Send + Sync + 'static {
             self.finish_batch(conn, batch).await?;
             Ok(())
         }
+    }
+
+    /// Whether a run loop delivering at least once (without filters) runs on this source, and
+    /// when it may read ahead of an open batch instead of finishing it (see [`ReadAhead`],
+    /// [`BatchSource::ahead_range`]); [`ReadAhead::Off`] again when the loop ends. The default
+    /// ignores it.
+    fn read_ahead(&self, mode: ReadAhead) {
+        let _ = mode;
+    }
+
+    /// When `info` (from [`BatchSource::next_batch`]) is a part read ahead of the open batch
+    /// `info.batch_id` rather than the batch itself: the ticks its events are between (its
+    /// events come from `pgq_core::stream_events_beyond`). The default: never.
+    fn ahead_range(&self, info: &BatchInfo) -> Option<(TickId, TickId)> {
+        let _ = info;
+        None
+    }
+
+    /// `info` is about to be finished in its transaction, before its retries are written;
+    /// `failed`: some of its events are retried or dead-lettered. The default does nothing.
+    fn before_finish(
+        &self,
+        conn: &mut PgConnection,
+        info: &BatchInfo,
+        failed: bool,
+    ) -> impl Future<Output = pgq_core::Result<()>> + Send {
+        let _ = (conn, info, failed);
+        async { Ok(()) }
     }
 
     /// The transaction that finished a batch (through [`BatchSource::finish_owned`]) committed.
@@ -175,6 +203,38 @@ impl BatchSource for Subscription {
 
     fn batch_committed(&self) {
         self.row.committed();
+    }
+
+    fn read_ahead(&self, mode: ReadAhead) {
+        self.row.read_ahead(mode);
+    }
+
+    fn ahead_range(&self, info: &BatchInfo) -> Option<(TickId, TickId)> {
+        self.row.ahead_range(info)
+    }
+
+    async fn before_finish(
+        &self,
+        conn: &mut PgConnection,
+        info: &BatchInfo,
+        failed: bool,
+    ) -> pgq_core::Result<()> {
+        self.row
+            .before_finish(conn, info, failed, &self.queue, &self.consumer)
+            .await
+    }
+
+    /// What was read ahead of the open batch is written (finished) before the loop stops, so
+    /// that a restart does not deliver it again.
+    async fn leave(&self, pool: &PgPool) -> Result<()> {
+        if !self.row.reading_ahead() {
+            return Ok(());
+        }
+        let mut conn = pool.acquire().await?;
+        self.row
+            .write_reached(&mut conn, &self.queue, &self.consumer)
+            .await?;
+        Ok(())
     }
 
     /// The ownership check and `pgq.finish_batch` in one statement; only when nothing was

@@ -61,6 +61,7 @@ mod dead_letters;
 mod discovery;
 pub mod duration;
 mod error;
+mod held;
 mod ident;
 mod install;
 mod maint;
@@ -92,10 +93,9 @@ pub use backend::{
 pub use batch_cursor::{batch_cursor_name, declare_batch_cursor, fetch_batch_cursor};
 pub use chunked::{ChunkLimits, event_chunks, insert_events_chunked};
 pub use consume::{
-    BatchTuning, EventFilter, FinishedNext, RowHint, batch_event_sql, batch_owner, batch_retry,
-    event_retry, event_retry_at, event_retry_raw, finish_batch, finish_next_batch_at,
-    finish_own_batch, finish_own_batch_at, get_batch_cursor, get_batch_events, get_batch_info,
-    has_finish_next, next_batch, next_batch_at, next_batch_custom, next_batch_info,
+    BatchTuning, EventFilter, batch_event_sql, batch_owner, batch_retry, event_retry,
+    event_retry_at, event_retry_raw, finish_batch, finish_own_batch, get_batch_cursor,
+    get_batch_events, get_batch_info, next_batch, next_batch_custom, next_batch_info,
     require_batch_owner, stream_batch_events,
 };
 pub use consumers::{
@@ -113,6 +113,10 @@ pub use dead_letters::{
 };
 pub use discovery::{list_databases, pgq_presence, version};
 pub use error::{BoxError, Error, ErrorKind, FieldProblem, PgqRole, Result};
+pub use held::{
+    FinishedNext, RowHint, batch_reach, extend_batch_at, finish_next_batch_at, finish_own_batch_at,
+    has_finish_next, next_batch_at, stream_events_beyond,
+};
 pub use ident::{quote_fqname, quote_ident, quote_literal};
 pub use install::{
     CheckReport, InstallReport, OUR_SCHEMA, QueueTickAge, SUPPORTED_PGQ, check,

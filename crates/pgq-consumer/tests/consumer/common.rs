@@ -107,6 +107,16 @@ pub(crate) fn run_with_ticker<H: pgq_consumer::Handler + 'static>(
 }
 
 impl Running {
+    /// Drop the loop without a clean stop (as a crash would leave it), and stop the ticker.
+    pub(crate) async fn abort(self) {
+        self.join.abort();
+        match self.join.await {
+            Err(e) => assert!(e.is_cancelled(), "the run loop's task panicked: {e}"),
+            Ok(r) => panic!("the run loop ended by itself: {r:?}"),
+        }
+        self.ticker.cancel();
+    }
+
     /// Stop the loop (it must end cleanly, without panicking) and the ticker.
     pub(crate) async fn stop(self) {
         self.shutdown.cancel();

@@ -1,6 +1,7 @@
 //! Integration tests of `pgq-consumer` against a real PostgreSQL with the real pgq extension
 //! (a private cluster started by `pgq-testkit`, or `PGQ_TEST_DATABASE_URL`).
 
+mod ahead;
 mod batch;
 mod common;
 mod coop;
