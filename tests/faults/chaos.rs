@@ -551,11 +551,13 @@ async fn settled_tally(pool: &PgPool) -> Tally {
 /// their transaction, the queue's rotation state, the subscriptions and the newest ticks.
 async fn explain_missing(pool: &PgPool) {
     let queries = [
-        "select p.id, p.kind, e.tableoid::regclass::text as tbl, e.ev_id, e.ev_txid::text as txid,
-                txid_status(e.ev_txid) as status, e.ev_owner, e.ev_retry
+        "select p.id, p.kind, p.xmin::text as produced_xid, e.tableoid::regclass::text as tbl,
+                e.ev_id, e.ev_txid::text as txid, e.ev_time, e.ev_owner, e.ev_retry,
+                (select min(tick_id) from pgq.tick t
+                  where txid_visible_in_snapshot(e.ev_txid, t.tick_snapshot)) as first_tick_seeing
            from produced p
-           left join pgq.event_template e on e.ev_data = p.id::text and e.ev_owner is null
-          where not exists (select from seen_alo s where s.id = p.id)
+           left join pgq.event_template e on e.ev_data = p.id::text
+          where p.id % 97 <> 0 and not exists (select from seen_alo s where s.id = p.id)
           order by p.id limit 30",
         "select queue_cur_table, queue_switch_step1::text, queue_switch_step2::text,
                 queue_switch_time, queue_rotation_period::text from pgq.queue",
@@ -564,6 +566,10 @@ async fn explain_missing(pool: &PgPool) {
         "select tick_id, tick_time, tick_snapshot::text, tick_event_seq from pgq.tick
           order by tick_id desc limit 8",
         "select min(tick_id), count(*) from pgq.tick",
+        "select tick_id, tick_time, tick_snapshot::text, tick_event_seq from pgq.tick
+          order by tick_id limit 3",
+        "select name, setting from pg_settings
+          where name in ('fsync', 'synchronous_commit', 'full_page_writes')",
         "select tableoid::regclass::text, count(*), min(ev_txid)::text, max(ev_txid)::text
            from pgq.event_template group by 1 order by 1",
     ];
