@@ -225,15 +225,24 @@ impl BatchSource for Subscription {
     }
 
     /// What was read ahead of the open batch is written (finished) before the loop stops, so
-    /// that a restart does not deliver it again.
+    /// that a restart does not deliver it again (when that fails, it is logged: those events
+    /// come again).
     async fn leave(&self, pool: &PgPool) -> Result<()> {
         if !self.row.reading_ahead() {
             return Ok(());
         }
-        let mut conn = pool.acquire().await?;
-        self.row
-            .write_reached(&mut conn, &self.queue, &self.consumer)
-            .await?;
+        let written = async {
+            let mut conn = pool.acquire().await?;
+            self.row
+                .write_reached(&mut conn, &self.queue, &self.consumer)
+                .await?;
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = written.await {
+            // Not written: the events read ahead come again after a restart (at least once).
+            tracing::warn!(queue = %self.queue, consumer = %self.consumer, error = %e,
+                "could not write what was read ahead before stopping; those events come again");
+        }
         Ok(())
     }
 
