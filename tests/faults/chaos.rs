@@ -281,13 +281,16 @@ impl Fleet {
         self.slots.iter_mut().find(|s| s.role == role).unwrap()
     }
 
-    /// SIGKILL `role`'s process; it is restarted after `down` (never with `None`).
+    /// SIGKILL `role`'s process; it is restarted after `down` (never with `None`). A process
+    /// that is down already stays down that long instead (with `None`: for good — a producer
+    /// killed by a fault just before the calm must not be restarted into the drain, where its
+    /// newest events would always be on their way and count as lost).
     fn kill(&mut self, role: &str, down: Option<Duration>) {
         let slot = self.slot(role);
         if let Some(mut p) = slot.proc.take() {
             p.sigkill();
-            slot.restart_at = down.map(|d| Instant::now() + d);
         }
+        slot.restart_at = down.map(|d| Instant::now() + d);
     }
 
     /// Restart the processes that are due (`all`: every stopped one that is to come back), and
@@ -568,6 +571,11 @@ async fn explain_missing(pool: &PgPool) {
         "select min(tick_id), count(*) from pgq.tick",
         "select tick_id, tick_time, tick_snapshot::text, tick_event_seq from pgq.tick
           order by tick_id limit 3",
+        "select pid, application_name, state, wait_event_type, wait_event, backend_start,
+                xact_start, state_change, left(query, 80) as query
+           from pg_stat_activity where application_name like 'pgq-ticker%'
+              or query like '%pgq.ticker%' order by pid",
+        "select l.pid, l.objid, l.granted from pg_locks l where l.locktype = 'advisory'",
         "select name, setting from pg_settings
           where name in ('fsync', 'synchronous_commit', 'full_page_writes')",
         "select tableoid::regclass::text, count(*), min(ev_txid)::text, max(ev_txid)::text
@@ -689,6 +697,10 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
         fleet.kill(role, None);
     }
     fleet.tend(true);
+    assert!(
+        PRODUCERS.iter().all(|role| fleet.slot(role).proc.is_none()),
+        "no producer runs during the drain"
+    );
     let drain_start = Instant::now();
     let mut t = settled_tally(&pool).await;
     if t.settled() {
@@ -703,6 +715,16 @@ async fn chaos_loses_nothing_and_duplicates_nothing() {
     fleet.tend(false);
     if !t.settled() {
         explain_missing(&pool).await;
+        for role in ["ticker-a", "ticker-b"] {
+            let lines = fleet
+                .slot(role)
+                .proc
+                .as_ref()
+                .map(Proc::lines)
+                .unwrap_or_default();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n  ");
+            eprintln!("chaos: evidence: the last lines of {role}:\n  {tail}");
+        }
     }
     eprintln!(
         "chaos: faults {faults:?}; drained in {:.1}s; {:?}",
