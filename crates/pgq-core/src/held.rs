@@ -18,7 +18,7 @@ const NEXT: Op = Op::reader("next_batch");
 const EVENTS: Op = Op::reader("get_batch_events");
 const FINISH: Op = Op::reader("finish_batch");
 
-/// [`batch_info`] of a row with pgq's batch columns (`batch_id`, `cur_tick_id`, ...), as
+/// `batch_info` of a row with pgq's batch columns (`batch_id`, `cur_tick_id`, ...), as
 /// `pgq_rs.next_batch_at` and `pgq_rs.finish_next_batch_at` return them.
 macro_rules! batch_info_of {
     ($r:expr) => {
@@ -40,7 +40,7 @@ macro_rules! batch_info_of {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowHint(String);
 
-/// The next batch like [`next_batch_custom`] without conditions, but cheap while a session holds
+/// The next batch like [`crate::next_batch_custom`] without conditions, but cheap while a session holds
 /// the xmin horizon, and able to span several ticks (`pgq_rs.next_batch_at`, our migration
 /// `…10_held_horizon`).
 ///
@@ -55,7 +55,7 @@ pub struct RowHint(String);
 /// next tick only, as `pgq.next_batch`. The rows written are the ones pgq writes.
 ///
 /// Returns the batch (or `None`) and the hint for the next call. A schema without the migration
-/// is [`crate::ErrorKind::PgqNotInstalled`]: fall back to [`next_batch_custom`].
+/// is [`crate::ErrorKind::PgqNotInstalled`]: fall back to [`crate::next_batch_custom`].
 ///
 /// Needs `pgq_reader`.
 pub async fn next_batch_at<'e>(
@@ -147,9 +147,9 @@ pub async fn has_finish_next<'e>(ex: impl PgExecutor<'e>) -> Result<bool> {
     .op(FINISH)
 }
 
-/// [`finish_own_batch`] that also returns the [`RowHint`] of the consumer's row after the
+/// [`crate::finish_own_batch`] that also returns the [`RowHint`] of the consumer's row after the
 /// finish (`pgq_rs.finish_batch_at`): `None` when nothing was finished (the batch is not open,
-/// or is held by another consumer or queue; [`batch_owner`] tells which). The row is changed
+/// or is held by another consumer or queue; [`crate::batch_owner`] tells which). The row is changed
 /// exactly as `pgq.finish_batch` changes it.
 ///
 /// Needs `pgq_reader`.
