@@ -82,6 +82,12 @@ struct Pace {
 }
 
 impl Pace {
+    /// Add the cost of one batch's writes, smoothed over the last few, so that one slow moment
+    /// of a busy machine does not start pacing.
+    fn record(&mut self, sample: Duration) {
+        self.cost = self.cost.mul_f64(0.75) + sample.mul_f64(0.25);
+    }
+
     /// How long to wait before asking for the next batch.
     fn wait(&mut self, queue: &QueueName, consumer: &ConsumerName) -> Duration {
         let pacing = self.cost > PACE_FROM;
@@ -328,7 +334,7 @@ impl RowSlot {
             .await?;
             if let Ok(mut p) = self.pace.lock() {
                 let sample = p.next + started.elapsed();
-                p.cost = p.cost.mul_f64(0.75) + sample.mul_f64(0.25);
+                p.record(sample);
             }
             put(&self.pending, r.next);
             self.set(r.hint);
@@ -339,9 +345,8 @@ impl RowSlot {
             let hint = pgq_core::finish_own_batch_at(&mut *conn, batch, queue, consumer).await?;
             let finished = hint.is_some();
             if let Ok(mut p) = self.pace.lock() {
-                // Smoothed, so that one slow moment of a busy machine does not start pacing.
                 let sample = p.next + started.elapsed();
-                p.cost = p.cost.mul_f64(0.75) + sample.mul_f64(0.25);
+                p.record(sample);
             }
             self.set(hint);
             return Ok(finished);
@@ -430,6 +435,19 @@ impl RowSlot {
         let Some(reach) = take(&self.reach) else {
             return Ok(());
         };
+        self.write(conn, queue, consumer, &reach).await?;
+        Ok(())
+    }
+
+    /// Write what was read ahead of `reach`: its open batch finished at the tick reached, and the
+    /// next one opened when a later tick exists (`FinishedNext::next`).
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        queue: &QueueName,
+        consumer: &ConsumerName,
+        reach: &Reach,
+    ) -> pgq_core::Result<pgq_core::FinishedNext> {
         let r = pgq_core::finish_next_batch_at(
             conn,
             reach.open,
@@ -439,8 +457,8 @@ impl RowSlot {
             Some(reach.reached),
         )
         .await?;
-        self.set(r.hint);
-        Ok(())
+        self.set(r.hint.clone());
+        Ok(r)
     }
 
     /// Whether the consumer is reading ahead of an open batch (it has events to write).
@@ -480,21 +498,12 @@ impl RowSlot {
     ) -> pgq_core::Result<Option<Option<BatchInfo>>> {
         if reach.since.elapsed() >= AHEAD_WRITE_EVERY || !self.ahead_now() {
             let started = Instant::now();
-            let r = pgq_core::finish_next_batch_at(
-                &mut *conn,
-                reach.open,
-                queue,
-                consumer,
-                CATCH_UP_EVENTS,
-                Some(reach.reached),
-            )
-            .await?;
+            let r = self.write(conn, queue, consumer, &reach).await?;
             if let Ok(mut p) = self.pace.lock() {
-                p.cost = p.cost.mul_f64(0.75) + started.elapsed().mul_f64(0.25);
+                p.record(started.elapsed());
                 p.started = Some(started);
                 p.next = Duration::ZERO;
             }
-            self.set(r.hint);
             if !r.finished {
                 return Ok(None);
             }
